@@ -1,0 +1,43 @@
+# Every target sets up what it needs from a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-quick setup system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## Run the demo: the relay at http://127.0.0.1:8000/v1 on the embedded simulator (no key, no network).
+demo: setup
+	$(BIN)/streamrelay demo
+
+## Install the real components the tests drive (nginx, chromium) where we may.
+system-deps:
+	bash scripts/install-system-deps.sh
+
+## Run the whole test suite (unit, real-server, real-component and JS tests).
+test: setup system-deps
+	$(BIN)/python -m pytest
+	@if command -v node >/dev/null; then node --test js/test/; else echo "node not found: JS client tests skipped"; fi
+
+lint: setup
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+
+## Benchmarks against peers and the raw-socket floor; see docs/performance.md.
+bench: setup
+	$(BIN)/python -m bench
+
+bench-quick: setup
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

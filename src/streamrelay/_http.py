@@ -1,0 +1,87 @@
+"""Small ASGI response helpers shared by the entry points (private)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from starlette.types import Receive, Send
+
+from . import _json
+from .errors import RequestRejected, UpstreamStatusError
+
+__all__ = ["ClientDisconnected", "read_body", "send_error", "send_passthrough", "send_rejection"]
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    message: str,
+    *,
+    code: str | None,
+    type: str = "invalid_request_error",
+    headers: Iterable[tuple[str, str]] = (),
+) -> None:
+    """A JSON error in OpenAI's shape: ``{"error": {"message", "type", "code"}}``."""
+    body = _json.dumps({"error": {"message": message, "type": type, "code": code}})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_rejection(send: Send, exc: RequestRejected) -> None:
+    await send_error(
+        send,
+        exc.status_code,
+        exc.message,
+        code=exc.code,
+        type=exc.type,
+        headers=exc.headers.items(),
+    )
+
+
+async def send_passthrough(send: Send, exc: UpstreamStatusError) -> None:
+    """The upstream's own error status, body and rate-limit headers, never wrapped in a 200."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers]
+    if not any(k == b"content-type" for k, _ in headers):
+        headers.append((b"content-type", b"application/json"))
+    headers.append((b"content-length", str(len(exc.body)).encode()))
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": exc.body})
+
+
+async def read_body(receive: Receive, limit: int, content_length: int | None) -> bytes:
+    """The request body, refusing (413) as soon as it is known to exceed ``limit``."""
+    if content_length is not None and content_length > limit:
+        raise RequestRejected(
+            413, f"the request body exceeds {limit} bytes", code="request_too_large"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        body = message.get("body", b"")
+        if body:
+            size += len(body)
+            if size > limit:
+                raise RequestRejected(
+                    413, f"the request body exceeds {limit} bytes", code="request_too_large"
+                )
+            chunks.append(body)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class ClientDisconnected(Exception):
+    """The client left while we were still reading its request."""

@@ -1,0 +1,320 @@
+"""``StreamRelay``: the mountable ASGI app that relays ``POST <mount>/chat/completions``."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from importlib import resources
+from typing import Any, Literal
+
+import httpx
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+
+from . import _http, _json
+from .errors import ConfigurationError, RequestRejected, UnsupportedFormat
+from .formats import FORMATS, encoder_for
+from .negotiation import format_param, negotiate
+from .pipeline import StreamSettings, run_stream
+from .sse import DEFAULT_MAX_EVENT_BYTES
+from .upstream import UpstreamClient, resolve_upstream
+
+__all__ = ["PrepareHook", "StreamRelay"]
+
+logger = logging.getLogger("streamrelay")
+
+PrepareHook = Callable[
+    [Request, dict[str, Any]], "dict[str, Any] | Awaitable[dict[str, Any] | None] | None"
+]
+"""``prepare(request, body)``: return a new body (or ``None`` to keep it), or raise
+:class:`~streamrelay.RequestRejected` to refuse the request. May be sync or async."""
+
+_STATIC = {
+    "/streamrelay.js": ("streamrelay.js", b"text/javascript; charset=utf-8"),
+    "/streamrelay.d.ts": ("streamrelay.d.ts", b"application/typescript; charset=utf-8"),
+}
+
+
+class StreamRelay:
+    """A pure ASGI app that relays OpenAI-compatible chat streams, re-framed per client.
+
+    Mount it anywhere::
+
+        relay = StreamRelay(upstream="https://api.openai.com/v1", api_key="sk-...")
+        app = Starlette(routes=[Mount("/ai", relay)])      # or FastAPI's app.mount
+
+    It serves ``POST <mount>/chat/completions`` (trailing slash tolerated), adds
+    the server's key, forces ``stream: true``, and answers in the negotiated
+    format (``?format=``, then ``Accept``, then ``default_format``). It also
+    serves the browser client at ``<mount>/streamrelay.js``.
+
+    Args:
+        upstream: base URL of the OpenAI-compatible API. Default:
+            ``STREAMRELAY_UPSTREAM``, then ``OPENAI_BASE_URL``, then OpenAI.
+        api_key: sent upstream as ``Authorization: Bearer``. Default: ``OPENAI_API_KEY``.
+        heartbeat: seconds of silence before a keep-alive; ``None`` disables.
+        default_format: ``"sse"``, ``"ndjson"``, ``"text"`` or ``"openai"``.
+        connect_timeout: seconds to connect to the upstream (then 504).
+        first_byte_timeout: seconds for the upstream to answer (then 504).
+        idle_timeout: seconds of upstream silence mid-stream (then an error event).
+        send_timeout: seconds a client may accept nothing before it is dropped.
+        max_body_bytes: largest request body accepted (413 beyond).
+        max_event_bytes: largest upstream line or event accepted.
+        allowed_models: if given, other ``model`` values are refused (403).
+        max_tokens: cap on ``max_tokens``/``max_completion_tokens``; set if absent.
+        prepare: ``prepare(request, body)`` hook for auth, quotas, prompt injection.
+        client: your own ``httpx.AsyncClient`` for upstream calls (see
+            docs/performance.md for what it costs at high concurrency).
+        transport: ``"auto"`` (aiohttp under asyncio), ``"aiohttp"`` or ``"httpx"``.
+        upstream_headers: extra headers for every upstream call (e.g. Azure's ``api-key``).
+        forward_headers: client header names copied upstream (never auth or cookies).
+    """
+
+    def __init__(
+        self,
+        upstream: str | None = None,
+        api_key: str | None = None,
+        *,
+        heartbeat: float | None = 15.0,
+        default_format: str = "sse",
+        connect_timeout: float | None = 10.0,
+        first_byte_timeout: float | None = 60.0,
+        idle_timeout: float | None = 300.0,
+        send_timeout: float | None = 30.0,
+        max_body_bytes: int = 1024 * 1024,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        allowed_models: Iterable[str] | None = None,
+        max_tokens: int | None = None,
+        prepare: PrepareHook | None = None,
+        client: httpx.AsyncClient | None = None,
+        transport: Literal["auto", "aiohttp", "httpx"] = "auto",
+        upstream_headers: Mapping[str, str] | None = None,
+        forward_headers: Iterable[str] = (),
+    ) -> None:
+        if default_format not in FORMATS:
+            raise ConfigurationError(
+                f"default_format must be one of {', '.join(FORMATS)}, got {default_format!r}"
+            )
+        if max_body_bytes <= 0:
+            raise ConfigurationError("max_body_bytes must be positive")
+        if max_tokens is not None and max_tokens <= 0:
+            raise ConfigurationError("max_tokens must be positive")
+        if client is not None and not isinstance(client, httpx.AsyncClient):
+            raise ConfigurationError("client must be an httpx.AsyncClient")
+        self.default_format = default_format
+        self.settings = StreamSettings(
+            heartbeat=heartbeat,
+            first_byte_timeout=first_byte_timeout,
+            idle_timeout=idle_timeout,
+            send_timeout=send_timeout,
+            max_event_bytes=max_event_bytes,
+        )
+        self.max_body_bytes = max_body_bytes
+        self.allowed_models = frozenset(allowed_models) if allowed_models is not None else None
+        self.max_tokens = max_tokens
+        self.prepare = prepare
+        self.upstream = UpstreamClient(
+            resolve_upstream(upstream),
+            api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
+            client=client,
+            transport=transport,
+            connect_timeout=connect_timeout,
+            headers=upstream_headers,
+            forward=forward_headers,
+        )
+
+    def __repr__(self) -> str:
+        return f"StreamRelay(upstream={self.upstream.base_url!r})"
+
+    async def aclose(self) -> None:
+        """Close the upstream connection pools (called on lifespan shutdown when top-level)."""
+        await self.upstream.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return  # websockets are not ours; the host routes them
+        path = _route_path(scope)
+        if path in ("/chat/completions", "/chat/completions/"):
+            if scope["method"] != "POST":
+                await _http.send_error(
+                    send,
+                    405,
+                    f"method {scope['method']} not allowed; use POST",
+                    code="method_not_allowed",
+                    headers=[("allow", "POST")],
+                )
+                return
+            await self._chat(scope, receive, send)
+        elif path in _STATIC and scope["method"] in ("GET", "HEAD"):
+            await _send_static(scope, send, *_STATIC[path])
+        else:
+            await _http.send_error(
+                send, 404, f"no route {path}; POST /chat/completions", code="not_found"
+            )
+
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope)
+        try:
+            fmt = negotiate(
+                format_param(scope.get("query_string", b"")),
+                request.headers.get("accept"),
+                self.default_format,
+            )
+            body = await self._read_request(request, receive)
+        except UnsupportedFormat as exc:
+            await _http.send_error(
+                send, 406, str(exc), code="unsupported_format", headers=[("vary", "accept")]
+            )
+            return
+        except RequestRejected as exc:
+            await _http.send_rejection(send, exc)
+            return
+        except _http.ClientDisconnected:
+            return
+        payload = _json.dumps(body)
+        encoder = encoder_for(fmt)
+        client_headers = request.headers.items()
+
+        async def open_source() -> Any:
+            return await self.upstream.open("/chat/completions", payload, client_headers)
+
+        async def wait_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        await run_stream(
+            send,
+            open_source=open_source,
+            wait_disconnect=wait_disconnect,
+            encoder=encoder,
+            settings=self.settings,
+            headers=((b"vary", b"accept"),),
+        )
+
+    async def _read_request(self, request: Request, receive: Receive) -> dict[str, Any]:
+        content_type = request.headers.get("content-type", "application/json")
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise RequestRejected(
+                415,
+                f"content-type must be application/json, got {media or 'none'}",
+                code="unsupported_media_type",
+            )
+        length = request.headers.get("content-length")
+        raw = await _http.read_body(
+            receive, self.max_body_bytes, int(length) if length and length.isdigit() else None
+        )
+        try:
+            parsed: Any = _json.loads(raw)
+        except ValueError:
+            raise RequestRejected(
+                400, "the request body is not valid JSON", code="invalid_json"
+            ) from None
+        if not isinstance(parsed, dict):
+            raise RequestRejected(
+                400, "the request body must be a JSON object", code="invalid_body"
+            )
+        body: dict[str, Any] = parsed
+        if not isinstance(body.get("messages"), list):
+            raise RequestRejected(
+                400, "'messages' is required and must be an array", code="invalid_messages"
+            )
+        if self.prepare is not None:
+            body = await self._run_prepare(request, body)
+        model = body.get("model")
+        if self.allowed_models is not None and model not in self.allowed_models:
+            raise RequestRejected(
+                403, f"model {model!r} is not allowed on this relay", code="model_not_allowed"
+            )
+        if self.max_tokens is not None:
+            _cap_tokens(body, self.max_tokens)
+        body["stream"] = True
+        return body
+
+    async def _run_prepare(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.prepare is not None
+        try:
+            result = self.prepare(request, body)
+            if inspect.isawaitable(result):
+                result = await result
+        except HTTPException as exc:
+            raise RequestRejected(exc.status_code, str(exc.detail), code="rejected") from None
+        if result is None:
+            return body
+        if not isinstance(result, dict):
+            raise TypeError("prepare() must return a dict body or None")
+        prepared: dict[str, Any] = result
+        return prepared
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _cap_tokens(body: dict[str, Any], cap: int) -> None:
+    present = False
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if value is not None:
+            present = True
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise RequestRejected(
+                    400, f"{key} must be a positive integer", code="invalid_max_tokens"
+                )
+            body[key] = min(value, cap)
+    if not present:
+        body["max_tokens"] = cap
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the mount point, whichever way the host expressed the mount.
+
+    Starlette keeps ``path`` whole and extends ``root_path``; Litestar and others
+    strip the prefix from ``path``. Both work.
+    """
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path or "/"
+
+
+_static_cache: dict[str, tuple[bytes, bytes]] = {}
+
+
+async def _send_static(scope: Scope, send: Send, name: str, content_type: bytes) -> None:
+    if name not in _static_cache:
+        data = resources.files("streamrelay").joinpath("static").joinpath(name).read_bytes()
+        _static_cache[name] = (data, b'"' + hashlib.sha256(data).hexdigest()[:32].encode() + b'"')
+    data, etag = _static_cache[name]
+    request_etags = [v for k, v in scope["headers"] if k == b"if-none-match"]
+    if etag in request_etags:
+        await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag)]})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(data)).encode()),
+                (b"etag", etag),
+                (b"cache-control", b"no-cache"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else data})

@@ -1,0 +1,271 @@
+"""``StreamRelayMiddleware``: anti-buffering for every stream of a host app, and
+re-framing of the host's own OpenAI SSE routes into the format the client negotiated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import _http
+from .errors import ConfigurationError, RequestRejected, UnsupportedFormat
+from .formats import FORMATS, encoder_for
+from .negotiation import format_param, negotiate
+from .pipeline import STREAM_HEADERS, StreamSettings, run_stream
+from .sources import Source
+from .sse import DEFAULT_MAX_EVENT_BYTES
+
+__all__ = ["StreamRelayMiddleware"]
+
+_STREAM_TYPES = (b"text/event-stream", b"application/x-ndjson", b"application/jsonl")
+# Headers the relay replaces when it re-frames a host response.
+_REPLACED = frozenset(
+    {
+        b"content-type",
+        b"content-length",
+        b"content-encoding",
+        b"cache-control",
+        b"x-accel-buffering",
+        b"connection",
+        b"transfer-encoding",
+    }
+)
+
+
+class StreamRelayMiddleware:
+    """Pure ASGI middleware (never ``BaseHTTPMiddleware``, which buffers streams).
+
+    * Every streaming response of the host app gets ``Cache-Control: no-cache,
+      no-transform`` and ``X-Accel-Buffering: no``, loses any ``Connection``
+      header, and is exempted from compression.
+    * On requests whose path starts with one of ``paths``, a ``200
+      text/event-stream`` response from the host (OpenAI SSE, e.g. proxied with
+      httpx) is re-framed into the format the client negotiated, with the same
+      pipeline as :class:`~streamrelay.StreamRelay`.
+
+    >>> app.add_middleware(StreamRelayMiddleware, paths=["/chat"])
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        paths: Sequence[str] = (),
+        *,
+        default_format: str = "sse",
+        heartbeat: float | None = 15.0,
+        idle_timeout: float | None = 300.0,
+        send_timeout: float | None = 30.0,
+        first_byte_timeout: float | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        if isinstance(paths, str):
+            raise ConfigurationError("paths must be a list of path prefixes, not a string")
+        if default_format not in FORMATS:
+            raise ConfigurationError(f"default_format must be one of {', '.join(FORMATS)}")
+        self.app = app
+        self.paths = tuple(paths)
+        self.default_format = default_format
+        self.settings = StreamSettings(
+            heartbeat=heartbeat,
+            first_byte_timeout=first_byte_timeout,
+            idle_timeout=idle_timeout,
+            send_timeout=send_timeout,
+            max_event_bytes=max_event_bytes,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self.paths or not scope["path"].startswith(self.paths):
+            await self.app(scope, receive, _AntiBuffering(send))
+            return
+        try:
+            fmt = negotiate(
+                format_param(scope.get("query_string", b"")),
+                _header(scope, b"accept"),
+                self.default_format,
+            )
+        except UnsupportedFormat as exc:
+            await _http.send_error(send, 406, str(exc), code="unsupported_format")
+            return
+        except RequestRejected as exc:
+            await _http.send_rejection(send, exc)
+            return
+        await _Reframe(self, scope, receive, send, fmt).run()
+
+
+class _Reframe:
+    """Runs the host app with a captured ``send`` and feeds its SSE body to the pipeline."""
+
+    def __init__(
+        self,
+        middleware: StreamRelayMiddleware,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        fmt: str,
+    ) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.send = send
+        self.fmt = fmt
+        self.mux = _ReceiveMux(receive)
+        self.body_in, self.body_out = anyio.create_memory_object_stream[bytes](4)
+        self.started = anyio.Event()
+        self.start: Message | None = None
+        self.passthrough: _AntiBuffering | None = None
+        self.host_done = anyio.Event()
+        self.host_scope = anyio.CancelScope()
+        self.host_headers: list[tuple[bytes, bytes]] = []
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.mux.pump)
+            tg.start_soon(self.run_host)
+            try:
+                await run_stream(
+                    self.send,
+                    open_source=self.open_source,
+                    wait_disconnect=self.mux.disconnected.wait,
+                    encoder=encoder_for(self.fmt),
+                    settings=self.middleware.settings,
+                    headers=self.host_headers,  # filled in when the host starts
+                )
+            except _Handled:
+                pass
+            tg.cancel_scope.cancel()
+
+    async def run_host(self) -> None:
+        try:
+            with self.host_scope:
+                await self.middleware.app(self.scope, self.mux.receive, self.host_send)
+        finally:
+            self.body_in.close()
+            self.started.set()
+            self.host_done.set()
+
+    async def host_send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", [])
+            if message["status"] == 200 and _content_type(headers).startswith(b"text/event-stream"):
+                self.host_headers.extend((k, v) for k, v in headers if k.lower() not in _REPLACED)
+                self.start = message
+            else:
+                self.passthrough = _AntiBuffering(self.send)
+                await self.passthrough(message)
+            self.started.set()
+        elif self.passthrough is not None:
+            await self.passthrough(message)
+        elif message["type"] == "http.response.body":
+            body = message.get("body", b"")
+            if body:
+                await self.body_in.send(body)
+            if not message.get("more_body", False):
+                self.body_in.close()
+
+    async def open_source(self) -> Source:
+        await self.started.wait()
+        if self.start is None:
+            # The host answered with something other than OpenAI SSE (or crashed):
+            # it goes to the client unchanged, so the pipeline has nothing to relay.
+            await self.host_done.wait()
+            raise _Handled
+
+        async def close(complete: bool) -> None:
+            if not complete:
+                self.host_scope.cancel()  # the host's own upstream call is cancelled with it
+
+        return Source(_receive_all(self.body_out), "sse", close)
+
+
+async def _receive_all(stream: anyio.abc.ObjectReceiveStream[bytes]) -> Any:
+    async for chunk in stream:
+        yield chunk
+
+
+class _Handled(Exception):
+    pass
+
+
+class _ReceiveMux:
+    """Lets the host app read the request while we watch for the disconnect.
+
+    One task reads the server's ``receive``; the host reads from a small buffer.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._in, self._out = anyio.create_memory_object_stream[Message](16)
+        self.disconnected = anyio.Event()
+
+    async def pump(self) -> None:
+        with self._in:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    self.disconnected.set()
+                    return
+                await self._in.send(message)
+
+    async def receive(self) -> Message:
+        try:
+            return await self._out.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return {"type": "http.disconnect"}
+
+
+class _AntiBuffering:
+    """A ``send`` wrapper that marks streaming responses so nothing buffers them.
+
+    A response is streaming when its content type is a streaming one, or when it
+    has no ``Content-Length`` and its first body message says more is coming
+    (then the start message waits for that first body message).
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._held: Message | None = None
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            headers = message.get("headers", [])
+            if _content_type(headers).startswith(_STREAM_TYPES):
+                await self._send(_mark_streaming(message))
+            elif any(k.lower() == b"content-length" for k, _ in headers):
+                await self._send(message)
+            else:
+                self._held = message
+            return
+        if kind == "http.response.body" and self._held is not None:
+            held, self._held = self._held, None
+            if message.get("more_body", False):
+                held = _mark_streaming(held)
+            await self._send(held)
+        await self._send(message)
+
+
+def _mark_streaming(message: Message) -> Message:
+    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+    present = {k.lower() for k, _ in headers}
+    for name, value in STREAM_HEADERS:
+        if name not in present:
+            headers.append((name, value))
+    return {**message, "headers": headers}
+
+
+def _content_type(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    for key, value in headers:
+        if key.lower() == b"content-type":
+            return bytes(value).lower()
+    return b""
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None

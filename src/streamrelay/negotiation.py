@@ -1,0 +1,80 @@
+"""Choosing the wire format for a request: ``?format=``, then ``Accept``, then the default.
+
+>>> negotiate(None, "application/x-ndjson;q=0.9, text/event-stream", "text")
+'sse'
+>>> negotiate("ndjson", "text/event-stream", "sse")
+'ndjson'
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from .errors import RequestRejected, UnsupportedFormat
+from .formats import FORMATS
+
+__all__ = ["MEDIA_TYPES", "format_param", "negotiate"]
+
+MEDIA_TYPES: dict[str, str] = {
+    "text/event-stream": "sse",
+    "application/x-ndjson": "ndjson",
+    "application/jsonl": "ndjson",
+    "text/plain": "text",
+    "application/json": "openai",  # what OpenAI SDKs send
+}
+"""Accept media types and the format each selects."""
+
+
+def negotiate(query_format: str | None, accept: str | None, default: str) -> str:
+    """Return the format name for a request.
+
+    ``query_format`` (from ``?format=``) wins and must name a known format, else
+    :class:`~streamrelay.errors.UnsupportedFormat` (HTTP 406). Then the ``Accept``
+    media type with the highest q-value that maps to a format (ties: first
+    listed); wildcards and unknown types fall back to ``default``.
+    """
+    if query_format is not None:
+        name = query_format.strip().lower()
+        if name not in FORMATS:
+            raise UnsupportedFormat(query_format, tuple(FORMATS))
+        return name
+    if accept:
+        best: str | None = None
+        best_q = 0.0
+        for part in accept.split(","):
+            media, _, params = part.partition(";")
+            fmt = MEDIA_TYPES.get(media.strip().lower())
+            if fmt is None:
+                continue
+            q = _quality(params)
+            if q > best_q:
+                best, best_q = fmt, q
+        if best is not None:
+            return best
+    return default
+
+
+def _quality(params: str) -> float:
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                q = float(value.strip())
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
+
+
+def format_param(query_string: bytes) -> str | None:
+    """The ``format`` query parameter, if present. Line breaks are refused (400)."""
+    if b"format=" not in query_string:
+        return None
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key == "format":
+            if "\r" in value or "\n" in value:
+                raise RequestRejected(
+                    400, "format must not contain line breaks", code="invalid_format"
+                )
+            return value
+    return None

@@ -1,0 +1,376 @@
+"""The one streaming loop. ``StreamRelay``, ``StreamRelayMiddleware`` and
+``relay_response`` all end in :func:`run_stream`.
+
+It opens the source under the first-byte timeout, sends the headers and a first
+byte at once, then relays: one upstream read becomes at most one ASGI ``send``
+(coalesced, never held back). Two side tasks run beside it: a disconnect
+watcher that cancels everything (closing the upstream, which stops a paid
+generation) and a watchdog that sends heartbeats and enforces the idle and
+send timeouts. The watchdog sleeps until the next deadline instead of arming a
+timer per chunk, so the per-token path is a decode, an encode and a send.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any
+
+import anyio
+from starlette.types import Send
+
+from . import _http
+from .errors import ConfigurationError, StreamRelayError, UpstreamStatusError, UpstreamUnavailable
+from .events import Error
+from .formats import Encoder
+from .sources import Source
+from .sse import DEFAULT_MAX_EVENT_BYTES
+from .transcoder import Transcoder
+
+__all__ = ["STREAM_HEADERS", "StreamAborted", "StreamSettings", "run_stream"]
+
+logger = logging.getLogger("streamrelay")
+
+STREAM_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+    # Compression middleware (Starlette's and Django's GZip, nginx gzip) skips a
+    # response that already declares an encoding; otherwise it would hold tokens
+    # back until its compressor's buffer fills.
+    (b"content-encoding", b"identity"),
+)
+"""Headers every stream carries so that nothing between us and the client buffers it."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """Timing and size limits of one stream. Times are in seconds; ``None`` disables.
+
+    * ``heartbeat``: keep-alive after this much silence towards the client;
+    * ``first_byte_timeout``: the upstream must answer (headers) within it, else 504;
+    * ``idle_timeout``: the upstream must send something within it, else an
+      ``upstream_timeout`` error event;
+    * ``send_timeout``: a client that accepts nothing for this long is dropped
+      and its upstream closed;
+    * ``max_event_bytes``: the largest upstream line or event accepted.
+    """
+
+    heartbeat: float | None = 15.0
+    first_byte_timeout: float | None = 60.0
+    idle_timeout: float | None = 300.0
+    send_timeout: float | None = 30.0
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat", "first_byte_timeout", "idle_timeout", "send_timeout"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds or None")
+        if self.max_event_bytes < 1024:
+            raise ConfigurationError("max_event_bytes must be at least 1024")
+
+
+class StreamAborted(StreamRelayError):
+    """Raised to make the ASGI server drop a response it cannot end cleanly.
+
+    The ``text`` format has no in-band way to report an error, and a client that
+    stopped reading cannot receive one, so the connection is cut instead: the
+    client's reader fails rather than showing a truncated answer as complete.
+    """
+
+
+_READING, _SENDING = 0, 1
+
+
+async def run_stream(
+    send: Send,
+    *,
+    open_source: Callable[[], Awaitable[Source]],
+    wait_disconnect: Callable[[], Awaitable[Any]],
+    encoder: Encoder,
+    settings: StreamSettings,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Relay one stream to ``send`` until it ends, fails or the client leaves.
+
+    ``open_source`` may raise :class:`~streamrelay.errors.UpstreamStatusError` or
+    :class:`~streamrelay.errors.UpstreamUnavailable`; those become proper HTTP
+    responses since nothing has been sent yet. ``wait_disconnect`` returns when
+    the client has gone.
+    """
+    stream = _Stream(send, encoder, settings)
+    async with anyio.create_task_group() as tg:
+        stream.outer = tg.cancel_scope
+        tg.start_soon(stream.watch_disconnect, wait_disconnect)
+        try:
+            await stream.run(open_source, headers, tg)
+        except Exception as exc:  # re-raised outside the task group, unwrapped
+            stream.crash = exc
+        tg.cancel_scope.cancel()
+    stream.log()
+    if stream.crash is not None:
+        raise stream.crash
+    if stream.abort is not None:
+        raise StreamAborted(stream.abort)
+
+
+class _Stream:
+    __slots__ = (
+        "abort",
+        "bytes_out",
+        "crash",
+        "disconnected",
+        "encoder",
+        "last_in",
+        "last_out",
+        "lock",
+        "opened_at",
+        "outcome",
+        "outer",
+        "phase",
+        "pump_scope",
+        "send",
+        "send_started",
+        "settings",
+        "timed_out",
+        "transcoder",
+        "ttfb",
+        "watch_scope",
+    )
+
+    def __init__(self, send: Send, encoder: Encoder, settings: StreamSettings) -> None:
+        self.send = send
+        self.encoder = encoder
+        self.settings = settings
+        self.transcoder = Transcoder(encoder, max_event_bytes=settings.max_event_bytes)
+        self.lock = anyio.Lock()
+        self.phase = _READING
+        self.opened_at = self.last_in = self.last_out = self.send_started = monotonic()
+        self.ttfb: float | None = None
+        self.timed_out: str | None = None
+        self.disconnected = False
+        self.abort: str | None = None
+        self.crash: Exception | None = None
+        self.outcome = "open"
+        self.bytes_out = 0
+        self.outer: anyio.CancelScope | None = None
+        self.pump_scope: anyio.CancelScope | None = None
+        self.watch_scope = anyio.CancelScope()
+
+    # the main task --------------------------------------------------------------
+
+    async def run(
+        self,
+        open_source: Callable[[], Awaitable[Source]],
+        headers: Sequence[tuple[bytes, bytes]],
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        source: Source | None = None
+        try:
+            with anyio.move_on_after(_or_inf(self.settings.first_byte_timeout)) as opening:
+                try:
+                    source = await open_source()
+                except UpstreamStatusError as exc:
+                    self.outcome = f"upstream_status:{exc.status_code}"
+                    await _http.send_passthrough(self.send, exc)
+                    return
+                except UpstreamUnavailable as exc:
+                    self.outcome = exc.code
+                    await _http.send_error(
+                        self.send,
+                        exc.status_code,
+                        exc.message,
+                        code=exc.code,
+                        type="upstream_error",
+                    )
+                    return
+            if source is None:
+                assert opening.cancelled_caught
+                self.outcome = "upstream_first_byte_timeout"
+                await _http.send_error(
+                    self.send,
+                    504,
+                    f"the upstream did not answer within {self.settings.first_byte_timeout}s",
+                    code="upstream_timeout",
+                    type="upstream_error",
+                )
+                return
+            self.ttfb = monotonic() - self.opened_at
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", self.encoder.media_type.encode()),
+                        *STREAM_HEADERS,
+                        *headers,
+                    ],
+                }
+            )
+            # Always a body message, even empty: some servers hold headers until one.
+            await self.write(self.encoder.preamble())
+            tg.start_soon(self.watchdog)
+            with anyio.CancelScope() as self.pump_scope:
+                await self.pump(source)
+            # Stop the watchdog first: a heartbeat after the final message is illegal.
+            self.watch_scope.cancel()
+            async with self.lock:
+                pass
+            await self.finish()
+        finally:
+            if source is not None:
+                complete = self.transcoder.terminated and self.transcoder.error is None
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await source.aclose(complete)
+                    except Exception:  # closing a broken connection may fail; it is closed
+                        logger.debug("closing the upstream failed", exc_info=True)
+
+    async def pump(self, source: Source) -> None:
+        t = self.transcoder
+        kind = source.kind
+        if kind == "sse":
+            feed: Callable[[Any], bytes] = t.feed_bytes
+        elif kind == "text":
+            feed = t.feed_text
+        else:
+
+            def feed(item: Any) -> bytes:
+                return t.feed_object(*item)
+
+        try:
+            async for item in source.items:
+                self.last_in = monotonic()
+                out = feed(item)
+                if out:
+                    await self.write(out)
+                if t.terminated:
+                    return
+        except Exception as exc:  # the upstream connection broke (send errors cancel, not raise)
+            logger.info("upstream stream broke: %s", type(exc).__name__)
+            out = t.fail(Error("the upstream connection closed mid-stream", "upstream_closed"))
+        else:
+            out = t.end()
+        if out:
+            await self.write(out)
+
+    async def finish(self) -> None:
+        t = self.transcoder
+        if self.timed_out == "idle":
+            out = t.fail(
+                Error(
+                    f"the upstream sent nothing for {self.settings.idle_timeout}s",
+                    "upstream_timeout",
+                )
+            )
+            if out:
+                await self.write(out)
+        elif self.timed_out == "send":
+            self.outcome = "send_timeout"
+            self.abort = "the client accepted nothing within the send timeout"
+            return
+        if t.error is not None:
+            self.outcome = f"error:{t.error.code}"
+            if self.encoder.aborts_on_error:
+                self.abort = f"stream failed ({t.error.code}): {t.error.message}"
+                return
+        else:
+            self.outcome = "done"
+        await self._send_body(b"", more_body=False)
+
+    async def write(self, body: bytes) -> None:
+        self.phase = _SENDING
+        self.send_started = monotonic()
+        await self._send_body(body, more_body=True)
+        self.phase = _READING
+        self.last_out = monotonic()
+
+    async def _send_body(self, body: bytes, *, more_body: bool) -> None:
+        try:
+            async with self.lock:
+                await self.send(
+                    {"type": "http.response.body", "body": body, "more_body": more_body}
+                )
+        except OSError:  # ASGI 2.4 servers raise on a closed connection
+            self.client_gone()
+            await anyio.lowlevel.checkpoint()  # delivers the cancellation
+        self.bytes_out += len(body)
+
+    # side tasks ---------------------------------------------------------------
+
+    async def watch_disconnect(self, wait_disconnect: Callable[[], Awaitable[Any]]) -> None:
+        await wait_disconnect()
+        self.client_gone()
+
+    def client_gone(self) -> None:
+        if not self.disconnected:
+            self.disconnected = True
+            self.outcome = "client_disconnected"
+            assert self.outer is not None
+            self.outer.cancel()
+
+    async def watchdog(self) -> None:
+        """Heartbeats and the idle/send timeouts, from one task that sleeps to the next deadline."""
+        with self.watch_scope:
+            await self._watch()
+
+    async def _watch(self) -> None:
+        s = self.settings
+        idle = s.idle_timeout
+        beat = s.heartbeat if self.encoder.heartbeat() else None
+        while True:
+            now = monotonic()
+            if self.phase == _SENDING:
+                wake = now + (beat or 60.0)
+                if s.send_timeout is not None:
+                    deadline = self.send_started + s.send_timeout
+                    if now >= deadline:
+                        return self._time_out("send")
+                    wake = min(wake, deadline)
+            else:
+                wake = math.inf
+                if idle is not None:
+                    deadline = self.last_in + idle
+                    if now >= deadline:
+                        return self._time_out("idle")
+                    wake = deadline
+                if beat is not None:
+                    deadline = self.last_out + beat
+                    if now >= deadline:
+                        await self._heartbeat()
+                        continue
+                    wake = min(wake, deadline)
+                if s.send_timeout is not None:
+                    # A send starting from now cannot time out before this.
+                    wake = min(wake, now + s.send_timeout)
+                if wake == math.inf:
+                    return  # nothing to watch
+            await anyio.sleep(max(wake - now, 0.001))
+
+    async def _heartbeat(self) -> None:
+        with anyio.move_on_after(_or_inf(self.settings.send_timeout)) as scope:
+            await self.write(self.transcoder.heartbeat())
+        if scope.cancelled_caught:
+            self._time_out("send")
+
+    def _time_out(self, kind: str) -> None:
+        self.timed_out = kind
+        if self.pump_scope is not None:
+            self.pump_scope.cancel()
+
+    def log(self) -> None:
+        logger.info(
+            "stream %s: format=%s events=%d bytes=%d ttfb=%s",
+            self.outcome,
+            self.encoder.name,
+            self.transcoder.events_out,
+            self.bytes_out,
+            f"{self.ttfb * 1000:.0f}ms" if self.ttfb is not None else "-",
+        )
+
+
+def _or_inf(value: float | None) -> float:
+    return math.inf if value is None else value

@@ -1,0 +1,217 @@
+"""Adapters from everything ``relay_response`` accepts to one :class:`Source` shape.
+
+A source is an async iterator of items of one kind plus a way to close it:
+
+* ``"sse"``: OpenAI SSE bytes (an ``httpx.Response`` or ``aiohttp.ClientResponse``
+  opened for streaming, or any async iterable of ``bytes``);
+* ``"chunks"``: ``(dict, raw_json_or_None)`` pairs (the openai SDK's ``AsyncStream``,
+  or any async iterable of dicts or pydantic models);
+* ``"text"``: plain text pieces (any async iterable of ``str``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Literal
+
+import httpx
+
+from . import _json
+from .errors import UpstreamStatusError
+
+__all__ = ["PASSTHROUGH_HEADERS", "Source", "open_source"]
+
+SourceKind = Literal["sse", "chunks", "text"]
+
+#: Upstream response headers an error passthrough keeps (plus ``x-ratelimit-*``).
+PASSTHROUGH_HEADERS = frozenset(
+    {"content-type", "retry-after", "retry-after-ms", "x-request-id", "openai-processing-ms"}
+)
+_MAX_ERROR_BODY = 1024 * 1024
+
+
+class Source:
+    """An opened upstream: ``items`` to read and :meth:`aclose` to release it.
+
+    ``aclose(complete=False)`` must drop the upstream connection, because that
+    is what stops a paid generation; ``complete=True`` may return it to a pool.
+    """
+
+    __slots__ = ("_close", "items", "kind")
+
+    def __init__(
+        self,
+        items: AsyncIterator[Any],
+        kind: SourceKind,
+        close: Callable[[bool], Awaitable[None]] | None = None,
+    ) -> None:
+        self.items = items
+        self.kind = kind
+        self._close = close
+
+    async def aclose(self, complete: bool = False) -> None:
+        if self._close is not None:
+            close, self._close = self._close, None
+            await close(complete)
+        else:
+            aclose = getattr(self.items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def open_source(obj: object, *, want_raw: bool = False) -> Source:
+    """Adapt ``obj`` to a :class:`Source`; raise :class:`UpstreamStatusError` for an HTTP error.
+
+    ``want_raw`` asks chunk sources for each chunk's JSON text too (the
+    ``openai`` format passes chunks through verbatim).
+    """
+    if isinstance(obj, Source):
+        return obj
+    if isinstance(obj, httpx.Response):
+        return await _from_httpx(obj)
+    if _is_aiohttp_response(obj):
+        return await from_aiohttp(obj)
+    if _is_openai_stream(obj):
+        return _from_chunks(obj, want_raw, close=_sdk_closer(obj))  # type: ignore[arg-type]
+    if isinstance(obj, AsyncIterable):
+        return await _from_iterable(obj, want_raw)
+    raise TypeError(
+        "relay_response() takes an httpx.Response opened with stream=True, an openai "
+        "AsyncStream, or an async iterable of bytes (OpenAI SSE), str (plain text) or "
+        f"dict chunks; got {type(obj).__name__}"
+    )
+
+
+async def _from_httpx(response: httpx.Response) -> Source:
+    if response.status_code >= 300:
+        body = await _read_bounded(response.aiter_raw())
+        await response.aclose()
+        raise UpstreamStatusError(response.status_code, _keep(response.headers.multi_items()), body)
+
+    async def close(complete: bool) -> None:
+        await response.aclose()
+
+    return Source(response.aiter_raw(), "sse", close)
+
+
+def _is_aiohttp_response(obj: object) -> bool:
+    return type(obj).__module__.startswith("aiohttp") and hasattr(obj, "content")
+
+
+async def from_aiohttp(response: Any) -> Source:
+    """Adapt an ``aiohttp.ClientResponse``; used by the default upstream transport too."""
+    if response.status >= 300:
+        try:
+            body = await _read_bounded(response.content.iter_any())
+        finally:
+            response.close()
+        raise UpstreamStatusError(response.status, _keep(list(response.headers.items())), body)
+
+    async def close(complete: bool) -> None:
+        if complete:
+            response.release()
+        else:
+            response.close()  # drops the connection: the upstream stops generating
+
+    return Source(response.content.iter_any(), "sse", close)
+
+
+def _is_openai_stream(obj: object) -> bool:
+    return type(obj).__name__ == "AsyncStream" and hasattr(obj, "response")
+
+
+def _sdk_closer(stream: Any) -> Callable[[bool], Awaitable[None]]:
+    async def close(complete: bool) -> None:
+        await stream.close()
+
+    return close
+
+
+def _from_chunks(
+    iterable: AsyncIterable[Any],
+    want_raw: bool,
+    *,
+    first: Any = None,
+    close: Callable[[bool], Awaitable[None]] | None = None,
+) -> Source:
+    async def items() -> AsyncIterator[tuple[Mapping[str, Any], str | None]]:
+        iterator = aiter(iterable)
+        item = first if first is not None else await anext(iterator, None)
+        while item is not None:
+            chunk = _as_dict(item)
+            yield chunk, (_json.dumps(chunk).decode() if want_raw else None)
+            item = await anext(iterator, None)
+
+    if close is None:
+        close = _iterable_closer(iterable)
+    return Source(items(), "chunks", close)
+
+
+async def _from_iterable(iterable: AsyncIterable[Any], want_raw: bool) -> Source:
+    iterator = aiter(iterable)
+    first = await anext(iterator, None)
+    close = _iterable_closer(iterable)
+    if first is None:
+        return Source(_empty(), "text", close)
+    if isinstance(first, (bytes, bytearray, memoryview)):
+        return Source(_prepend(bytes(first), iterator), "sse", close)
+    if isinstance(first, str):
+        return Source(_prepend(first, iterator), "text", close)
+    if isinstance(first, Mapping) or hasattr(first, "model_dump"):
+        return _from_chunks(iterator, want_raw, first=first, close=close)
+    raise TypeError(
+        f"relay_response() cannot relay an async iterable of {type(first).__name__}: "
+        "yield bytes (OpenAI SSE), str (plain text) or dict chunks"
+    )
+
+
+def _iterable_closer(iterable: object) -> Callable[[bool], Awaitable[None]]:
+    async def close(complete: bool) -> None:
+        aclose = getattr(iterable, "aclose", None)
+        if aclose is not None:
+            result = aclose()
+            if inspect.isawaitable(result):
+                await result
+
+    return close
+
+
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _empty() -> AsyncIterator[Any]:
+    return
+    yield  # pragma: no cover
+
+
+def _as_dict(item: Any) -> Mapping[str, Any]:
+    if isinstance(item, Mapping):
+        return item
+    dump = getattr(item, "model_dump", None)
+    if dump is not None:
+        result = dump(mode="json", exclude_unset=True, by_alias=True)
+        if isinstance(result, Mapping):
+            return result
+    raise TypeError(f"cannot relay a chunk of type {type(item).__name__}")
+
+
+async def _read_bounded(chunks: AsyncIterator[bytes]) -> bytes:
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) >= _MAX_ERROR_BODY:
+            del body[_MAX_ERROR_BODY:]
+            break
+    return bytes(body)
+
+
+def _keep(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [
+        (k.lower(), v)
+        for k, v in headers
+        if k.lower() in PASSTHROUGH_HEADERS or k.lower().startswith("x-ratelimit-")
+    ]

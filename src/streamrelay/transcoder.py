@@ -1,0 +1,119 @@
+"""Upstream input to client bytes, sans-I/O: SSE decoding, OpenAI decoding and a format encoder.
+
+The pipeline feeds it whatever the source produces (SSE bytes, parsed chunks or
+plain text) and sends what it returns. It knows nothing of sockets or ASGI.
+
+>>> from streamrelay.formats import encoder_for
+>>> t = Transcoder(encoder_for("text"))
+>>> t.feed_bytes(b'data: {"id":"1","choices":[{"index":0,"delta":{"content":"Hi"}}]}\\n\\n')
+b'Hi'
+>>> t.feed_bytes(b"data: [DONE]\\n\\n"), t.terminated, t.error
+(b'', True, None)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ProtocolError
+from .events import Delta, Done, Error, Event, Finish, Start
+from .formats import Encoder
+from .openai import ChunkDecoder
+from .sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+
+__all__ = ["Transcoder"]
+
+
+class Transcoder:
+    """One stream's decode-and-encode state.
+
+    :attr:`terminated` turns true once a terminal event (``done`` or ``error``)
+    has been encoded; :attr:`error` holds the terminal error, if any. The
+    caller stops reading upstream at that point.
+    """
+
+    __slots__ = ("_chunks", "_sse", "_text_started", "encoder", "error", "events_out", "terminated")
+
+    def __init__(self, encoder: Encoder, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.encoder = encoder
+        self._sse = SSEDecoder(max_event_bytes=max_event_bytes)
+        self._chunks = ChunkDecoder()
+        self._text_started = False
+        self.terminated = False
+        self.error: Error | None = None
+        self.events_out = 0
+
+    def feed_bytes(self, data: bytes) -> bytes:
+        """Upstream OpenAI SSE bytes, split anywhere."""
+        if self.terminated:
+            return b""
+        try:
+            messages = self._sse.feed(data)
+        except ProtocolError as exc:
+            return self.fail(Error(str(exc), exc.code))
+        if not messages:
+            return b""
+        out: list[bytes] = []
+        for message in messages:
+            try:
+                events = self._chunks.feed(message.data)
+            except ProtocolError as exc:
+                out.append(self.fail(Error(str(exc), exc.code)))
+                break
+            out.append(self._encode(events, message.data))
+            if self.terminated:
+                break
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def feed_object(self, chunk: Mapping[str, Any], raw: str | None = None) -> bytes:
+        """One parsed chunk (e.g. from the openai SDK), with its JSON text if known."""
+        if self.terminated:
+            return b""
+        return self._encode(self._chunks.feed_object(chunk), raw)
+
+    def feed_text(self, text: str) -> bytes:
+        """A plain text piece: content of choice 0."""
+        if self.terminated or not text:
+            return b""
+        if not self._text_started:
+            self._text_started = True
+            return self._encode([Start("", ""), Delta(0, text)], None)
+        return self._encode([Delta(0, text)], None)
+
+    def end(self) -> bytes:
+        """The source ended: ``done`` if it completed, else a truncation error."""
+        if self.terminated:
+            return b""
+        if self._text_started:
+            return self._encode([Finish(0, "stop"), Done()], None)
+        self._sse.close()
+        return self._encode(self._chunks.close(), None)
+
+    def fail(self, error: Error) -> bytes:
+        """End the stream with ``error`` (timeouts, broken connections, bad bytes)."""
+        if self.terminated:
+            return b""
+        return self._encode([error], None)
+
+    def heartbeat(self) -> bytes:
+        """The format's keep-alive bytes (empty for ``text``)."""
+        return b"" if self.terminated else self.encoder.heartbeat()
+
+    def _encode(self, events: list[Event], raw: str | None) -> bytes:
+        if not events:
+            # Chunks that carry no event (Azure filter results, role-only deltas)
+            # still pass through unchanged in the openai format.
+            return (
+                self.encoder.encode(events, raw)
+                if raw is not None and self.encoder.wants_raw
+                else b""
+            )
+        last = events[-1]
+        if type(last) is Error or type(last) is Done:
+            self.terminated = True
+            self._chunks.terminated = True
+            if type(last) is Error:
+                self.error = last
+        self.events_out += len(events)
+        return self.encoder.encode(events, raw)

@@ -1,0 +1,267 @@
+"""Calling the OpenAI-compatible upstream: key handling, header allow-list, transports.
+
+Two transports open the same kind of :class:`~streamrelay.sources.Source`:
+
+* ``aiohttp`` (the default under asyncio): its connection pool costs a few
+  microseconds per chunk regardless of how many streams are open, where httpx's
+  pool scan grows with every open connection (see ``docs/performance.md``);
+* ``httpx``: used when you pass your own ``httpx.AsyncClient``, or under trio.
+
+Both: TLS, keep-alive pooling, ``HTTP(S)_PROXY`` from the environment, a
+connect timeout, and never following redirects (the key must not travel to
+another host).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import httpx
+
+from ._version import __version__
+from .errors import ConfigurationError, UpstreamStatusError, UpstreamUnavailable
+from .sources import Source, _keep, from_aiohttp
+
+__all__ = ["DEFAULT_UPSTREAM", "UpstreamClient", "resolve_upstream"]
+
+DEFAULT_UPSTREAM = "https://api.openai.com/v1"
+Transport = Literal["auto", "aiohttp", "httpx"]
+
+
+def resolve_upstream(upstream: str | None) -> str:
+    """``upstream``, else ``STREAMRELAY_UPSTREAM``, else ``OPENAI_BASE_URL``, else OpenAI."""
+    url = (
+        upstream
+        or os.environ.get("STREAMRELAY_UPSTREAM")
+        or os.environ.get("OPENAI_BASE_URL")
+        or DEFAULT_UPSTREAM
+    )
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"upstream must be an http(s) URL, got {url!r}")
+    return url.rstrip("/")
+
+
+class UpstreamClient:
+    """Opens streaming POSTs to ``base_url`` with the relay's key.
+
+    Only ``headers`` you configure and the client headers named in ``forward``
+    go upstream; the client's ``Authorization`` and cookies never do.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        transport: Transport = "auto",
+        connect_timeout: float | None = 10.0,
+        headers: Mapping[str, str] | None = None,
+        forward: Iterable[str] = (),
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = client
+        self._transport: Transport = "httpx" if client is not None else transport
+        self._connect_timeout = connect_timeout
+        self._forward = frozenset(h.lower() for h in forward) - {"authorization", "cookie", "host"}
+        base = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "accept-encoding": "identity",  # compressed upstream bytes would be held back
+            "user-agent": f"streamrelay/{__version__}",
+        }
+        if api_key:
+            base["authorization"] = f"Bearer {api_key}"
+        for name, value in (headers or {}).items():
+            base[name.lower()] = value
+        self._headers = base
+        self._owned_httpx: httpx.AsyncClient | None = None
+        self._sessions: dict[int, Any] = {}  # aiohttp sessions, one per event loop
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"UpstreamClient({self.base_url!r}, transport={self._transport!r})"
+
+    async def open(
+        self, path: str, body: bytes, client_headers: Iterable[tuple[str, str]] = ()
+    ) -> Source:
+        """POST ``body`` to ``base_url + path`` and return the streaming response.
+
+        Raises :class:`UpstreamStatusError` for a non-2xx answer and
+        :class:`UpstreamUnavailable` when the upstream cannot be reached.
+        """
+        headers = dict(self._headers)
+        for name, value in client_headers:
+            if name.lower() in self._forward:
+                headers[name.lower()] = value
+        url = self.base_url + path
+        if self._use_aiohttp():
+            return await self._open_aiohttp(url, body, headers)
+        return await self._open_httpx(url, body, headers)
+
+    async def aclose(self) -> None:
+        """Close the connection pools this client created (not a client you passed in)."""
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
+        if self._owned_httpx is not None:
+            client, self._owned_httpx = self._owned_httpx, None
+            await client.aclose()
+
+    def _use_aiohttp(self) -> bool:
+        if self._transport == "httpx":
+            return False
+        try:
+            import asyncio
+
+            asyncio.get_running_loop()
+        except RuntimeError:  # trio: aiohttp needs asyncio
+            return False
+        if self._transport == "aiohttp":
+            return True
+        try:
+            import aiohttp  # noqa: F401
+        except ImportError:  # pragma: no cover - aiohttp is a dependency
+            return False
+        return True
+
+    # aiohttp ----------------------------------------------------------------
+
+    async def _open_aiohttp(self, url: str, body: bytes, headers: dict[str, str]) -> Source:
+        import asyncio
+
+        import aiohttp
+
+        session = self._session()
+        try:
+            response = await session.post(
+                url, data=body, headers=headers, allow_redirects=False, auto_decompress=False
+            )
+        except aiohttp.ClientConnectorDNSError as exc:
+            raise _dns_error(url) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise _unreachable(url, exc) from exc
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise _connect_timeout(url) from exc
+        except aiohttp.ClientError as exc:
+            raise _unreachable(url, exc) from exc
+        if 300 <= response.status < 400:
+            response.close()
+            raise _redirected(response.status)
+        content_type = response.headers.get("content-type", "")
+        if response.status < 300 and not _is_streaming(content_type):
+            response.close()
+            _check_streaming(content_type, response.status)
+        return await from_aiohttp(response)
+
+    def _session(self) -> Any:
+        import asyncio
+
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(id(loop))
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._connect_timeout, sock_read=None
+                ),
+                trust_env=True,
+                skip_auto_headers=("accept-encoding",),
+            )
+            self._sessions[id(loop)] = session
+        return session
+
+    # httpx ------------------------------------------------------------------
+
+    async def _open_httpx(self, url: str, body: bytes, headers: dict[str, str]) -> Source:
+        client = self._client or self._own_httpx()
+        request = client.build_request("POST", url, content=body, headers=headers)
+        try:
+            response = await client.send(request, stream=True, follow_redirects=False)
+        except httpx.ConnectTimeout as exc:
+            raise _connect_timeout(url) from exc
+        except httpx.ConnectError as exc:
+            if isinstance(exc.__context__, socket.gaierror) or "name" in str(exc).lower():
+                raise _dns_error(url) from exc
+            raise _unreachable(url, exc) from exc
+        except httpx.HTTPError as exc:
+            raise _unreachable(url, exc) from exc
+        if 300 <= response.status_code < 400:
+            await response.aclose()
+            raise _redirected(response.status_code)
+        if response.status_code >= 300:
+            body_bytes = await response.aread()
+            await response.aclose()
+            raise UpstreamStatusError(
+                response.status_code, _keep(response.headers.multi_items()), body_bytes[: 1 << 20]
+            )
+        content_type = response.headers.get("content-type", "")
+        if not _is_streaming(content_type):
+            await response.aclose()
+        _check_streaming(content_type, response.status_code)
+
+        async def close(complete: bool) -> None:
+            await response.aclose()
+
+        return Source(response.aiter_raw(), "sse", close)
+
+    def _own_httpx(self) -> httpx.AsyncClient:
+        if self._owned_httpx is None:
+            self._owned_httpx = httpx.AsyncClient(
+                timeout=httpx.Timeout(None, connect=self._connect_timeout),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+                follow_redirects=False,
+                trust_env=True,
+            )
+        return self._owned_httpx
+
+
+def _is_streaming(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media not in ("application/json", "text/html")
+
+
+def _check_streaming(content_type: str, status: int) -> None:
+    if not _is_streaming(content_type):
+        raise UpstreamUnavailable(
+            f"the upstream answered {status} with {content_type} instead of an event stream",
+            code="upstream_not_streaming",
+        )
+
+
+def _host(url: str) -> str:
+    return httpx.URL(url).host
+
+
+def _dns_error(url: str) -> UpstreamUnavailable:
+    return UpstreamUnavailable(
+        f"could not resolve the upstream host {_host(url)!r}", code="upstream_dns_failure"
+    )
+
+
+def _unreachable(url: str, exc: BaseException) -> UpstreamUnavailable:
+    return UpstreamUnavailable(
+        f"could not connect to the upstream at {_host(url)!r}: {type(exc).__name__}",
+        code="upstream_unreachable",
+    )
+
+
+def _connect_timeout(url: str) -> UpstreamUnavailable:
+    return UpstreamUnavailable(
+        f"connecting to the upstream at {_host(url)!r} timed out",
+        code="upstream_connect_timeout",
+        status_code=504,
+    )
+
+
+def _redirected(status: int) -> UpstreamUnavailable:
+    return UpstreamUnavailable(
+        f"the upstream answered with a redirect ({status}); redirects are not followed "
+        "so the API key never reaches another host",
+        code="upstream_redirect",
+    )
