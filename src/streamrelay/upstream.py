@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -63,6 +63,9 @@ class UpstreamClient:
         forward: Iterable[str] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Azure puts ?api-version= in the base URL: paths go before the query.
+        prefix, sep, query = self.base_url.partition("?")
+        self._prefix, self._query = prefix.rstrip("/"), sep + query
         self._client = client
         self._transport: Transport = "httpx" if client is not None else transport
         self._connect_timeout = connect_timeout
@@ -80,6 +83,7 @@ class UpstreamClient:
         self._headers = base
         self._owned_httpx: httpx.AsyncClient | None = None
         self._sessions: dict[int, Any] = {}  # aiohttp sessions, one per event loop
+        self._closers: list[AsyncGenerator[None, None]] = []
 
     def __repr__(self) -> str:  # never shows the key
         return f"UpstreamClient({self.base_url!r}, transport={self._transport!r})"
@@ -96,7 +100,7 @@ class UpstreamClient:
         for name, value in client_headers:
             if name.lower() in self._forward:
                 headers[name.lower()] = value
-        url = self.base_url + path
+        url = self._prefix + path + self._query
         if self._use_aiohttp():
             return await self._open_aiohttp(url, body, headers)
         return await self._open_httpx(url, body, headers)
@@ -104,6 +108,7 @@ class UpstreamClient:
     async def aclose(self) -> None:
         """Close the connection pools this client created (not a client you passed in)."""
         sessions, self._sessions = self._sessions, {}
+        self._closers.clear()
         for session in sessions.values():
             await session.close()
         if self._owned_httpx is not None:
@@ -134,7 +139,7 @@ class UpstreamClient:
 
         import aiohttp
 
-        session = self._session()
+        session = await self._session()
         try:
             response = await session.post(
                 url, data=body, headers=headers, allow_redirects=False, auto_decompress=False
@@ -156,7 +161,7 @@ class UpstreamClient:
             _check_streaming(content_type, response.status)
         return await from_aiohttp(response)
 
-    def _session(self) -> Any:
+    async def _session(self) -> Any:
         import asyncio
 
         import aiohttp
@@ -174,6 +179,11 @@ class UpstreamClient:
                 skip_auto_headers=("accept-encoding",),
             )
             self._sessions[id(loop)] = session
+            # A mounted app gets no lifespan events, so close the pool when the
+            # event loop shuts down: asyncio finalizes pending async generators then.
+            closer = _close_at_loop_shutdown(session)
+            await anext(closer)
+            self._closers.append(closer)
         return session
 
     # httpx ------------------------------------------------------------------
@@ -219,6 +229,14 @@ class UpstreamClient:
                 trust_env=True,
             )
         return self._owned_httpx
+
+
+async def _close_at_loop_shutdown(session: Any) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        if not session.closed:
+            await session.close()
 
 
 def _is_streaming(content_type: str) -> bool:
