@@ -1,0 +1,261 @@
+/**
+ * Type declarations for streamrelay.js, the browser client of a streamrelay endpoint.
+ *
+ * @example
+ * import { stream, StreamRelayError, isAbortError } from "/v1/streamrelay.js";
+ *
+ * const s = stream("/v1/chat/completions", { model: "sim-1", messages }, { format: "sse" });
+ * for await (const ev of s) {
+ *   switch (ev.type) {
+ *     case "delta": out.append(ev.text); break;
+ *     case "finish": console.log(ev.reason); break;
+ *   }
+ * }
+ */
+
+/** The wire formats this client reads. (`openai` is for OpenAI SDK clients.) */
+export type Format = "ndjson" | "sse" | "text";
+
+/** The stream began: the first upstream chunk's `id` and `model`. */
+export interface StartEvent {
+  type: "start";
+  id: string;
+  model: string;
+}
+
+/** A piece of content text of choice `index`. */
+export interface DeltaEvent {
+  type: "delta";
+  index: number;
+  text: string;
+}
+
+/** A piece of refusal text of choice `index`. */
+export interface RefusalEvent {
+  type: "refusal";
+  index: number;
+  text: string;
+}
+
+/**
+ * A fragment of tool call `call` of choice `index`. `id` and `name` come on a call's
+ * first fragment only. Join the `arguments` fragments to get the JSON arguments.
+ */
+export interface ToolCallEvent {
+  type: "tool_call";
+  index: number;
+  call: number;
+  id?: string;
+  name?: string;
+  arguments: string;
+}
+
+/** Choice `index` ended: `stop`, `length`, `tool_calls`, `content_filter`, ... */
+export interface FinishEvent {
+  type: "finish";
+  index: number;
+  reason: string;
+}
+
+/** Token accounting, from the upstream's usage chunk. */
+export interface UsageEvent {
+  type: "usage";
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/**
+ * The stream failed (terminal). The iterator never yields it: it throws a
+ * {@link StreamRelayError} instead. Only `onEvent` sees the event itself.
+ */
+export interface ErrorEvent {
+  type: "error";
+  message: string;
+  code: string | null;
+  status?: number;
+}
+
+/** The stream ended cleanly (terminal). Without it, the stream was cut. */
+export interface DoneEvent {
+  type: "done";
+}
+
+/** Every normalized event that can come over the wire (heartbeats are dropped). */
+export type RelayEvent =
+  | StartEvent
+  | DeltaEvent
+  | RefusalEvent
+  | ToolCallEvent
+  | FinishEvent
+  | UsageEvent
+  | ErrorEvent
+  | DoneEvent;
+
+/**
+ * The events the iterator yields: every event but `error`, which is thrown as a
+ * {@link StreamRelayError}. The last event of a complete stream is `done`.
+ *
+ * Event types that this client version does not know are passed through as they are.
+ * Give a `switch` on `type` a `default` branch that ignores them.
+ */
+export type StreamEvent = Exclude<RelayEvent, ErrorEvent>;
+
+/** The `type` of each event. */
+export type RelayEventType = RelayEvent["type"];
+
+export interface StreamOptions {
+  /** The wire format. Default `"ndjson"`. */
+  format?: Format;
+  /** Aborts the stream, like {@link RelayStream.abort}. */
+  signal?: AbortSignal;
+  /** Extra request headers. `Accept` and `Content-Type` are set unless given here. */
+  headers?: HeadersInit;
+  /** The fetch to use. Default `globalThis.fetch`. */
+  fetch?: (input: string, init: RequestInit) => Promise<Response>;
+  /** Called with each piece of choice 0's text, and the whole text so far. */
+  onText?: (piece: string, text: string) => void;
+  /**
+   * Called with every event as it arrives, before the iterator sees it, `error` and
+   * `done` included. If a callback throws, the stream fails with that error.
+   */
+  onEvent?: (event: RelayEvent) => void;
+  /**
+   * Fail with code `idle_timeout` after this many milliseconds without a byte from the
+   * server. The relay's heartbeats count as bytes, except in the `text` format, which
+   * has none. Default: no limit.
+   */
+  idleTimeout?: number;
+}
+
+/** One tool call, its argument fragments joined. */
+export interface ToolCallResult {
+  id: string | null;
+  name: string | null;
+  arguments: string;
+}
+
+export interface ChoiceResult {
+  index: number;
+  text: string;
+  refusal: string | null;
+  toolCalls: ToolCallResult[];
+  finishReason: string | null;
+}
+
+/** What a complete stream said. {@link RelayStream.result} resolves to it. */
+export interface StreamResult {
+  id: string | null;
+  model: string | null;
+  /** The text of choice 0. */
+  text: string;
+  choices: ChoiceResult[];
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | null;
+}
+
+/**
+ * The codes this client adds of its own. An `error` event's code, or the code of an
+ * HTTP error body, passes through unchanged, so `code` can be any string.
+ * - `truncated`: the body ended, or the connection broke, before `done`. For the
+ *   `text` format, this is how the relay signals an error after the first byte.
+ * - `network_error`: the request failed before any response.
+ * - `protocol_error`: unparsable body, wrong Content-Type, or a value that is no event.
+ * - `idle_timeout`: `idleTimeout` passed without a byte.
+ * - `http_error`: an HTTP error status whose body had no code.
+ */
+export type ClientErrorCode = "truncated" | "network_error" | "protocol_error" | "idle_timeout" | "http_error";
+
+export interface StreamRelayErrorInit {
+  code?: string | null;
+  status?: number | null;
+  type?: string | null;
+  event?: ErrorEvent | null;
+  retryAfterMs?: number | null;
+  body?: string | null;
+  cause?: unknown;
+}
+
+/** The error a stream fails with, for every failure other than an abort. */
+export class StreamRelayError extends Error {
+  constructor(message: string, init?: StreamRelayErrorInit);
+  readonly name: "StreamRelayError";
+  /** Machine-readable reason: a {@link ClientErrorCode}, the relay's or the upstream's. */
+  code: ClientErrorCode | (string & {}) | null;
+  /** The HTTP status of an error response, or the `status` of an `error` event. */
+  status: number | null;
+  /** The `type` of an HTTP error body, such as `invalid_request_error`. */
+  type: string | null;
+  /** The terminal `error` event, when the stream carried one. */
+  event: ErrorEvent | null;
+  /** From the `retry-after-ms` or `retry-after` header of an HTTP error, in ms. */
+  retryAfterMs: number | null;
+  /** The raw body of an HTTP error response. */
+  body: string | null;
+}
+
+/**
+ * A running stream. It is an async iterable of {@link StreamEvent}s, and can be
+ * iterated once. The request goes out when the stream is made, and the body is read as
+ * it arrives, whether or not anyone is iterating: events wait in a queue.
+ *
+ * Iteration ends after `done`. It throws a {@link StreamRelayError} on an `error` event,
+ * a cut stream (`truncated`) or an HTTP error. After an abort it throws a
+ * `DOMException` named `"AbortError"`. Leaving a `for await` loop early aborts the stream.
+ */
+export class RelayStream implements AsyncIterable<StreamEvent> {
+  constructor(url: string | URL, body?: unknown, options?: StreamOptions);
+  /** The URL requested, with `?format=` set. */
+  readonly url: string;
+  readonly format: Format;
+  /** The last SSE `id:` seen (format `sse`), or `""`. */
+  readonly lastEventId: string;
+  /** The HTTP response, once its headers arrive. Its body belongs to the stream. */
+  readonly response: Promise<Response>;
+  /** The full text of choice 0, once `done` arrives. Rejects as iteration throws. */
+  text(): Promise<string>;
+  /** Everything the stream said, once `done` arrives. Rejects as iteration throws. */
+  result(): Promise<StreamResult>;
+  /**
+   * Cancel the request, which closes the connection, so the relay cancels the upstream
+   * generation. Does nothing once the stream has ended. Queued events are dropped.
+   * Waiting consumers get a `DOMException` named `"AbortError"`, with `reason`, if
+   * given, as its `cause`.
+   */
+  abort(reason?: unknown): void;
+  [Symbol.asyncIterator](): AsyncIterableIterator<StreamEvent>;
+}
+
+/**
+ * Start a stream: POST `body` (JSON, or a string sent as it is) to `url?format=<format>`
+ * with the matching `Accept` header.
+ */
+export function stream(url: string | URL, body?: unknown, options?: StreamOptions): RelayStream;
+
+/** Whether `err` is the `AbortError` a stream rejects with after an abort. */
+export function isAbortError(err: unknown): err is DOMException;
+
+/** The `Accept` header sent for each format. */
+export const ACCEPT: Readonly<Record<Format, string>>;
+
+/** One message of an event stream. */
+export interface SSEMessage {
+  data: string;
+  /** The `event` field, `"message"` when there was none. */
+  event: string;
+  /** The last event ID at the time of the message, `""` when none was set. */
+  id: string;
+}
+
+/**
+ * An incremental Server-Sent Events parser per the WHATWG spec: LF, CR and CRLF line
+ * endings, one leading BOM, comments, multi-line `data`, `event`, `id` and `retry`.
+ */
+export class SSEParser {
+  /** The last valid `retry` value, in ms. */
+  retry: number | null;
+  readonly lastEventId: string;
+  /** Feed decoded text of any size. Returns the messages it completed. */
+  feed(text: string): SSEMessage[];
+  /** End of input: drops an unfinished message, as the spec requires. */
+  end(): never[];
+}
