@@ -1,24 +1,23 @@
-"""No framework at all: StreamRelay is a plain ASGI app.
+"""No framework at all: StreamRelay is a plain ASGI app, mounted with ``mount_asgi``.
 
     streamrelay simulate --port 9000 &
     STREAMRELAY_UPSTREAM=http://127.0.0.1:9000/v1 uvicorn examples.bare_asgi:app --port 8000
-    curl -N -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"Hi"}]}' \
+    curl -N -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"Hi"}]}' \\
       'http://127.0.0.1:8000/ai/chat/completions?format=sse'
+
+``mount_asgi`` routes ``/ai`` and everything below it to the relay with the scope a
+mount should have (``root_path`` extended, so ``uvicorn --root-path`` keeps
+working) and passes the lifespan events on, so the relay closes its upstream pool
+on shutdown.
 """
 
 from streamrelay import StreamRelay
+from streamrelay.dispatch import mount_asgi
 
-relay = StreamRelay()
 
-
-async def app(scope, receive, send):
-    if scope["type"] == "http" and scope["path"].startswith("/ai/"):
-        # Tell the relay where it is mounted: it routes on the path below root_path.
-        await relay({**scope, "root_path": scope.get("root_path", "") + "/ai"}, receive, send)
-        return
-    if scope["type"] == "lifespan":
-        await relay(scope, receive, send)  # closes the upstream pool on shutdown
-        return
+async def host(scope, receive, send):
+    if scope["type"] != "http":
+        return  # no lifespan work of its own; mount_asgi leaves a silent app out
     await send(
         {
             "type": "http.response.start",
@@ -29,3 +28,6 @@ async def app(scope, receive, send):
     await send(
         {"type": "http.response.body", "body": b"host app; the relay is at /ai/chat/completions"}
     )
+
+
+app = mount_asgi(host, {"/ai": StreamRelay()})

@@ -11,7 +11,13 @@ try:
     import orjson
 
     def loads(data: str | bytes) -> Any:
-        return orjson.loads(data)
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            # orjson rejects escaped lone surrogates ("\\ud83d"), which JavaScript
+            # upstreams emit when they cut text between UTF-16 code units; the
+            # stdlib accepts them. Parse the same documents with or without orjson.
+            return json.loads(data)
 
     def dumps(obj: Any) -> bytes:
         try:

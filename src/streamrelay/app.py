@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -141,7 +142,7 @@ class StreamRelay:
         if scope["type"] != "http":
             return  # websockets are not ours; the host routes them
         path = _route_path(scope)
-        if path in ("/chat/completions", "/chat/completions/"):
+        if path == "/chat/completions":
             if scope["method"] != "POST":
                 await _http.send_error(
                     send,
@@ -178,7 +179,9 @@ class StreamRelay:
             return
         except _http.ClientDisconnected:
             return
-        payload = _json.dumps(body)
+        # Built once per request and held for the stream's life: the stdlib's
+        # exact-size bytes, not orjson's (which keeps a 4 KiB buffer per result).
+        payload = json.dumps(body, separators=(",", ":")).encode()
         encoder = encoder_for(fmt)
         client_headers = request.headers.items()
 
@@ -283,13 +286,15 @@ def _route_path(scope: Scope) -> str:
     """The path below the mount point, whichever way the host expressed the mount.
 
     Starlette keeps ``path`` whole and extends ``root_path``; Litestar and others
-    strip the prefix from ``path``. Both work.
+    strip the prefix from ``path``. Both work. A trailing slash is dropped: some
+    hosts add one (Litestar serves a mounted app's ``/streamrelay.js`` as
+    ``/streamrelay.js/``) and clients send one.
     """
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    return path or "/"
+    return path.rstrip("/") or "/"
 
 
 _static_cache: dict[str, tuple[bytes, bytes]] = {}

@@ -97,7 +97,8 @@ class NDJSONEncoder(Encoder):
                 )
             else:
                 out.append(_json.dumps(event.to_dict()) + b"\n")
-        return b"".join(out)
+        body = b"".join(out)
+        return body if body.isascii() else _escape_separators(body)
 
     def heartbeat(self) -> bytes:
         return b'{"type":"ping"}\n'
@@ -133,7 +134,8 @@ class SSEEncoder(Encoder):
                 b"id: %d\nevent: %s\ndata: %s\n\n" % (self.next_id, event.type.encode(), data)
             )
             self.next_id += 1
-        return b"".join(out)
+        body = b"".join(out)
+        return body if body.isascii() else _escape_separators(body)
 
     def heartbeat(self) -> bytes:
         return b": ping\n\n"
@@ -166,9 +168,17 @@ class OpenAIEncoder(Encoder):
                 return self._error(event)
         if raw is not None:
             if "\n" in raw or "\r" in raw:
-                return encode_event(raw)
-            return b"data: " + raw.encode() + b"\n\n"
-        return b"".join(self._synthesize(event) for event in events)
+                out = encode_event(raw)
+            else:
+                try:
+                    out = b"data: " + raw.encode() + b"\n\n"
+                except UnicodeEncodeError:  # lone surrogates in a caller's raw text
+                    out = b"data: " + raw.encode("utf-8", "replace") + b"\n\n"
+            if events and type(events[-1]) is Done and raw != "[DONE]":
+                out += b"data: [DONE]\n\n"  # a Responses stream ends at response.completed
+        else:
+            out = b"".join([self._synthesize(event) for event in events])
+        return out if out.isascii() else _escape_separators(out)
 
     def heartbeat(self) -> bytes:
         return b": ping\n\n"
@@ -181,7 +191,7 @@ class OpenAIEncoder(Encoder):
         }
         if error.status is not None:
             body["status"] = error.status
-        return b"data: " + _json.dumps({"error": body}) + b"\n\n"
+        return _escape_separators(b"data: " + _json.dumps({"error": body}) + b"\n\n")
 
     def _synthesize(self, event: Event) -> bytes:
         if type(event) is Start:
@@ -222,6 +232,24 @@ class OpenAIEncoder(Encoder):
         else:  # pragma: no cover - every event type is handled above
             return b""
         return b"data: " + _json.dumps(chunk) + b"\n\n"
+
+
+def _escape_separators(data: bytes) -> bytes:
+    """Escape U+2028, U+2029 and U+0085 inside JSON strings.
+
+    JSON allows them raw, but ``str.splitlines()`` (and so httpx's ``iter_lines()``,
+    older httpx-sse and many hand-written clients) breaks lines at them, which
+    would let a token cut an NDJSON line or an SSE ``data:`` line in two. In
+    valid UTF-8 these byte sequences can only be those characters, and in our
+    output they only occur inside JSON strings, where the escape means the same.
+    """
+    if b"\xe2\x80\xa8" in data or b"\xe2\x80\xa9" in data or b"\xc2\x85" in data:
+        return (
+            data.replace(b"\xe2\x80\xa8", b"\\u2028")
+            .replace(b"\xe2\x80\xa9", b"\\u2029")
+            .replace(b"\xc2\x85", b"\\u0085")
+        )
+    return data
 
 
 def _choice(index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:

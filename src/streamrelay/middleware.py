@@ -109,7 +109,12 @@ class _Reframe:
         fmt: str,
     ) -> None:
         self.middleware = middleware
-        self.scope = scope
+        # The host must answer in plain text for us to parse it: without this a
+        # compression middleware inside (Litestar's, GZipMiddleware) would gzip it.
+        self.scope = {
+            **scope,
+            "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"],
+        }
         self.send = send
         self.fmt = fmt
         self.mux = _ReceiveMux(receive)
@@ -150,7 +155,11 @@ class _Reframe:
     async def host_send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = message.get("headers", [])
-            if message["status"] == 200 and _content_type(headers).startswith(b"text/event-stream"):
+            if (
+                message["status"] == 200
+                and _content_type(headers).startswith(b"text/event-stream")
+                and _header_value(headers, b"content-encoding") in (b"", b"identity")
+            ):
                 self.host_headers.extend((k, v) for k, v in headers if k.lower() not in _REPLACED)
                 self.start = message
             else:
@@ -258,9 +267,13 @@ def _mark_streaming(message: Message) -> Message:
 
 
 def _content_type(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    return _header_value(headers, b"content-type")
+
+
+def _header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:
     for key, value in headers:
-        if key.lower() == b"content-type":
-            return bytes(value).lower()
+        if key.lower() == name:
+            return bytes(value).lower().strip()
     return b""
 
 

@@ -31,7 +31,10 @@ def negotiate(query_format: str | None, accept: str | None, default: str) -> str
     ``query_format`` (from ``?format=``) wins and must name a known format, else
     :class:`~streamrelay.errors.UnsupportedFormat` (HTTP 406). Then the ``Accept``
     media type with the highest q-value that maps to a format (ties: first
-    listed); wildcards and unknown types fall back to ``default``.
+    listed); a wildcard (``*/*``, or ``text/*`` when the default is a ``text/``
+    type) stands for ``default`` with its own q-value, so
+    ``text/plain;q=0.5, */*`` gets the default. Unknown types are ignored, and
+    with nothing else acceptable the answer is ``default``.
     """
     if query_format is not None:
         name = query_format.strip().lower()
@@ -43,15 +46,25 @@ def negotiate(query_format: str | None, accept: str | None, default: str) -> str
         best_q = 0.0
         for part in accept.split(","):
             media, _, params = part.partition(";")
-            fmt = MEDIA_TYPES.get(media.strip().lower())
+            media = media.strip().lower()
+            fmt = MEDIA_TYPES.get(media)
             if fmt is None:
-                continue
+                if not media.endswith("/*") or not _covers_default(media, default):
+                    continue
+                fmt = default
             q = _quality(params)
             if q > best_q:
                 best, best_q = fmt, q
         if best is not None:
             return best
     return default
+
+
+def _covers_default(wildcard: str, default: str) -> bool:
+    if wildcard == "*/*":
+        return True
+    encoder = FORMATS.get(default)
+    return encoder is not None and encoder.media_type.startswith(wildcard[:-1])
 
 
 def _quality(params: str) -> float:

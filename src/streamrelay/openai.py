@@ -56,7 +56,7 @@ class ChunkDecoder:
             return [Done()]
         try:
             obj = _json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # the stdlib recurses on deep nesting
             raise ProtocolError(f"upstream sent data that is not JSON: {data[:60]!r}") from None
         if not isinstance(obj, dict):
             raise ProtocolError(f"upstream sent a JSON {type(obj).__name__}, not an object")
@@ -188,7 +188,7 @@ class ChunkDecoder:
             err = response.get("error") if isinstance(response, dict) else None
             self.terminated = True
             if isinstance(err, dict):
-                return [Error(_str(err.get("message")) or "response failed", _code(err))]
+                return [_error_from(err)]
             return [Error("the upstream response failed", "upstream_error")]
         return []
 
@@ -220,6 +220,9 @@ class ChunkDecoder:
         if self._started:
             return list(rest)
         self._started = True
+        response = obj.get("response")  # response.completed etc. carry id and model
+        if isinstance(response, dict):
+            return [Start(_str(response.get("id")), _str(response.get("model"))), *rest]
         return [Start("", ""), *rest]
 
 
@@ -227,21 +230,24 @@ def _error_of(obj: Mapping[str, Any]) -> Error | None:
     err = obj.get("error")
     if err:
         if isinstance(err, dict):
-            status = err.get("status") or err.get("status_code")
-            return Error(
-                _str(err.get("message")) or "upstream error",
-                _code(err),
-                status if isinstance(status, int) else None,
-            )
+            return _error_from(err)
         return Error(str(err), "upstream_error")
     if obj.get("object") == "error" or obj.get("type") == "error":
-        status = obj.get("status") or obj.get("status_code")
-        return Error(
-            _str(obj.get("message")) or "upstream error",
-            _code(obj),
-            status if isinstance(status, int) else None,
-        )
+        return _error_from(obj)
     return None
+
+
+def _error_from(err: Mapping[str, Any]) -> Error:
+    status = _int(err.get("status") or err.get("status_code")) or None
+    code = err.get("code")
+    if type(code) is int:  # vLLM and OpenRouter put the HTTP status in "code"
+        status = status or code
+        code = None
+    if not code or code == "error":
+        code = err.get("type")
+    if not code or code == "error":  # Responses "error" events: type is the event name
+        code = "upstream_error"
+    return Error(_str(err.get("message")) or "upstream error", str(code), status)
 
 
 def _tool_call(index: int, call: Mapping[str, Any], position: int) -> ToolCall:
@@ -257,11 +263,6 @@ def _tool_call(index: int, call: Mapping[str, Any], position: int) -> ToolCall:
         id=call_id if isinstance(call_id, str) and call_id else None,
         name=name if isinstance(name, str) and name else None,
     )
-
-
-def _code(err: Mapping[str, Any]) -> str:
-    code = err.get("code") or err.get("type")
-    return str(code) if code is not None else "upstream_error"
 
 
 def _str(value: object) -> str:

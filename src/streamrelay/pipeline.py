@@ -120,13 +120,13 @@ async def run_stream(
 class _Stream:
     __slots__ = (
         "abort",
+        "beating",
         "bytes_out",
         "crash",
         "disconnected",
         "encoder",
         "last_in",
         "last_out",
-        "lock",
         "opened_at",
         "outcome",
         "outer",
@@ -146,7 +146,7 @@ class _Stream:
         self.encoder = encoder
         self.settings = settings
         self.transcoder = Transcoder(encoder, max_event_bytes=settings.max_event_bytes)
-        self.lock = anyio.Lock()
+        self.beating: anyio.Event | None = None  # set while a heartbeat is being sent
         self.phase = _READING
         self.opened_at = self.last_in = self.last_out = self.send_started = monotonic()
         self.ttfb: float | None = None
@@ -217,8 +217,6 @@ class _Stream:
                 await self.pump(source)
             # Stop the watchdog first: a heartbeat after the final message is illegal.
             self.watch_scope.cancel()
-            async with self.lock:
-                pass
             await self.finish()
         finally:
             if source is not None:
@@ -247,6 +245,9 @@ class _Stream:
                 out = feed(item)
                 if out:
                     await self.write(out)
+                    # The upstream is waited on again from here: a slow client's
+                    # send must not count against the upstream's idle timeout.
+                    self.last_in = self.last_out
                 if t.terminated:
                     return
         except Exception as exc:  # the upstream connection broke (send errors cancel, not raise)
@@ -289,11 +290,16 @@ class _Stream:
         self.last_out = monotonic()
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
+        # Only a heartbeat can be in flight beside us. A lock would cost a trip
+        # through the event loop per token (anyio's acquire always checkpoints).
+        beating = self.beating
+        if beating is not None:
+            await beating.wait()
+        await self._send_raw(body, more_body)
+
+    async def _send_raw(self, body: bytes, more_body: bool) -> None:
         try:
-            async with self.lock:
-                await self.send(
-                    {"type": "http.response.body", "body": body, "more_body": more_body}
-                )
+            await self.send({"type": "http.response.body", "body": body, "more_body": more_body})
         except OSError:  # ASGI 2.4 servers raise on a closed connection
             self.client_gone()
             await anyio.lowlevel.checkpoint()  # delivers the cancellation
@@ -308,7 +314,8 @@ class _Stream:
     def client_gone(self) -> None:
         if not self.disconnected:
             self.disconnected = True
-            self.outcome = "client_disconnected"
+            if self.outcome == "open":  # not after the end: servers report one then too
+                self.outcome = "client_disconnected"
             assert self.outer is not None
             self.outer.cancel()
 
@@ -321,10 +328,14 @@ class _Stream:
         s = self.settings
         idle = s.idle_timeout
         beat = s.heartbeat if self.encoder.heartbeat() else None
+        # Nothing wakes this task when a send completes, so while one is in flight
+        # it looks again within the shortest read-side period: the idle and
+        # heartbeat deadlines, which start counting after the send, stay exact.
+        recheck = min((t for t in (idle, beat) if t is not None), default=60.0)
         while True:
             now = monotonic()
             if self.phase == _SENDING:
-                wake = now + (beat or 60.0)
+                wake = now + recheck
                 if s.send_timeout is not None:
                     deadline = self.send_started + s.send_timeout
                     if now >= deadline:
@@ -351,8 +362,19 @@ class _Stream:
             await anyio.sleep(max(wake - now, 0.001))
 
     async def _heartbeat(self) -> None:
-        with anyio.move_on_after(_or_inf(self.settings.send_timeout)) as scope:
-            await self.write(self.transcoder.heartbeat())
+        # Called only while the pump waits on the upstream; if the pump gets data
+        # meanwhile, its send waits for this one (see _send_body).
+        self.beating = beating = anyio.Event()
+        self.phase = _SENDING
+        self.send_started = monotonic()
+        try:
+            with anyio.move_on_after(_or_inf(self.settings.send_timeout)) as scope:
+                await self._send_raw(self.transcoder.heartbeat(), True)
+        finally:
+            self.beating = None
+            beating.set()
+        self.phase = _READING
+        self.last_out = monotonic()
         if scope.cancelled_caught:
             self._time_out("send")
 

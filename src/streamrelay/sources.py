@@ -137,11 +137,19 @@ def _from_chunks(
 ) -> Source:
     async def items() -> AsyncIterator[tuple[Mapping[str, Any], str | None]]:
         iterator = aiter(iterable)
-        item = first if first is not None else await anext(iterator, None)
-        while item is not None:
-            chunk = _as_dict(item)
-            yield chunk, (_json.dumps(chunk).decode() if want_raw else None)
-            item = await anext(iterator, None)
+        try:
+            item = first if first is not None else await anext(iterator, None)
+            while item is not None:
+                chunk = _as_dict(item)
+                yield chunk, (_json.dumps(chunk).decode() if want_raw else None)
+                item = await anext(iterator, None)
+        except Exception as exc:
+            # The openai SDK raises APIError on an in-stream {"error": ...}; relay
+            # that error (its message and code), not a generic broken connection.
+            error = _sdk_error_chunk(exc)
+            if error is None:
+                raise
+            yield error, (_json.dumps(error).decode() if want_raw else None)
 
     if close is None:
         close = _iterable_closer(iterable)
@@ -152,8 +160,8 @@ async def _from_iterable(iterable: AsyncIterable[Any], want_raw: bool) -> Source
     iterator = aiter(iterable)
     first = await anext(iterator, None)
     close = _iterable_closer(iterable)
-    if first is None:
-        return Source(_empty(), "text", close)
+    if first is None:  # nothing at all: an empty answer, which is complete
+        return Source(_prepend("", iterator), "text", close)
     if isinstance(first, (bytes, bytearray, memoryview)):
         return Source(_prepend(bytes(first), iterator), "sse", close)
     if isinstance(first, str):
@@ -183,9 +191,12 @@ async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield item
 
 
-async def _empty() -> AsyncIterator[Any]:
-    return
-    yield  # pragma: no cover
+def _sdk_error_chunk(exc: Exception) -> dict[str, Any] | None:
+    """``{"error": {...}}`` for an openai SDK ``APIError`` raised mid-stream, else ``None``."""
+    body = getattr(exc, "body", None)
+    if not type(exc).__module__.startswith("openai") or not isinstance(body, Mapping):
+        return None
+    return {"error": {**body, "message": body.get("message") or str(exc)}}
 
 
 def _as_dict(item: Any) -> Mapping[str, Any]:

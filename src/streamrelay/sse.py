@@ -41,12 +41,19 @@ class SSEDecoder:
     exceeding it raises :class:`~streamrelay.errors.EventTooLarge`. Bytes that are
     not UTF-8 raise :class:`~streamrelay.errors.ProtocolError` rather than being
     replaced, so a broken upstream is reported instead of silently corrupted.
+
+    How the input is split never changes the outcome: the same events come out,
+    and an error is raised at the same point of the stream. When a chunk holds
+    complete events followed by a fault, :meth:`feed` returns those events and
+    the error is raised by the next :meth:`feed` or :meth:`close` (it is also
+    visible at once as :attr:`error`). A failed decoder keeps raising it.
     """
 
     __slots__ = (
         "_bom_checked",
         "_data",
         "_data_size",
+        "_error",
         "_event",
         "_last_id",
         "_max",
@@ -67,6 +74,12 @@ class SSEDecoder:
         self._event = ""
         self._last_id: str | None = None
         self._retry: int | None = None
+        self._error: ProtocolError | None = None
+
+    @property
+    def error(self) -> ProtocolError | None:
+        """The error that stopped the decoder, if any; every later call raises it."""
+        return self._error
 
     @property
     def last_event_id(self) -> str | None:
@@ -75,6 +88,8 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Consume ``chunk`` and return the events it completed, in order."""
+        if self._error is not None:
+            raise self._error.with_traceback(None)
         if not chunk:
             return []
         if not self._bom_checked:
@@ -94,41 +109,76 @@ class SSEDecoder:
             self._partial.append(chunk)
             self._partial_size += len(chunk)
             if self._partial_size > self._max:
-                raise EventTooLarge(f"an upstream line exceeded {self._max} bytes")
+                raise self._fail(EventTooLarge(f"an upstream line exceeded {self._max} bytes"))
             return []
 
-        events: list[ServerSentEvent] = []
         lines = chunk.split(b"\n")
         if self._partial:
             if self._partial_size + len(lines[0]) > self._max:
-                raise EventTooLarge(f"an upstream line exceeded {self._max} bytes")
+                raise self._fail(EventTooLarge(f"an upstream line exceeded {self._max} bytes"))
             self._partial.append(lines[0])
             lines[0] = b"".join(self._partial)
             self._partial.clear()
             self._partial_size = 0
         tail = lines.pop()
-        for line in lines:
-            if not line:
-                if self._data:
-                    events.append(self._dispatch())
-                else:
-                    self._event = ""
-            elif line[0] != 58:  # ':' starts a comment
-                self._field(line)
+        error: ProtocolError | None = None
+        if len(chunk) > self._max:
+            # Only a chunk longer than the limit can hold an over-long line whole.
+            # Enforce the limit as if the line had arrived in pieces.
+            for i, line in enumerate(lines):
+                if len(line) > self._max:
+                    del lines[i:]
+                    error = EventTooLarge(f"an upstream line exceeded {self._max} bytes")
+                    break
+            else:
+                if len(tail) > self._max:
+                    error = EventTooLarge(f"an upstream line exceeded {self._max} bytes")
+        events: list[ServerSentEvent] = []
+        try:
+            for line in lines:
+                if not line:
+                    if self._data:
+                        events.append(self._dispatch())
+                    else:
+                        self._event = ""
+                        self._retry = None
+                elif line[0] != 58:  # ':' starts a comment
+                    self._field(line)
+        except ProtocolError as exc:
+            error = exc
+        if error is not None:
+            self._fail(error)
+            if events:
+                return events  # raised by the next call; see the class docstring
+            raise error
         if tail:
-            if len(tail) > self._max:
-                raise EventTooLarge(f"an upstream line exceeded {self._max} bytes")
             self._partial.append(tail)
             self._partial_size = len(tail)
         return events
 
     def close(self) -> list[ServerSentEvent]:
-        """End of input. Per the spec an unterminated event is discarded."""
+        """End of input. Per the spec an unterminated event is discarded.
+
+        Raises the decoder's :attr:`error`, if any, so it cannot be lost.
+        """
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+        self._partial.clear()
+        self._partial_size = 0
+        self._pending_cr = False
+        self._data.clear()
+        self._data_size = 0
+        self._event = ""
+        self._retry = None
+        return []
+
+    def _fail(self, error: ProtocolError) -> ProtocolError:
+        self._error = error
         self._partial.clear()
         self._partial_size = 0
         self._data.clear()
         self._data_size = 0
-        return []
+        return error
 
     def _strip_bom(self, chunk: bytes) -> bytes:
         head = b"".join(self._partial) + chunk

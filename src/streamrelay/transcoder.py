@@ -64,6 +64,10 @@ class Transcoder:
             out.append(self._encode(events, message.data))
             if self.terminated:
                 break
+        else:
+            error = self._sse.error  # bad bytes after these events, in the same chunk
+            if error is not None:
+                out.append(self.fail(Error(str(error), error.code)))
         return out[0] if len(out) == 1 else b"".join(out)
 
     def feed_object(self, chunk: Mapping[str, Any], raw: str | None = None) -> bytes:
@@ -74,11 +78,14 @@ class Transcoder:
 
     def feed_text(self, text: str) -> bytes:
         """A plain text piece: content of choice 0."""
-        if self.terminated or not text:
+        if self.terminated:
             return b""
         if not self._text_started:
+            # Even an empty piece marks a text source, whose end is always clean.
             self._text_started = True
-            return self._encode([Start("", ""), Delta(0, text)], None)
+            return self._encode([Start("", ""), Delta(0, text)] if text else [Start("", "")], None)
+        if not text:
+            return b""
         return self._encode([Delta(0, text)], None)
 
     def end(self) -> bytes:
@@ -87,7 +94,10 @@ class Transcoder:
             return b""
         if self._text_started:
             return self._encode([Finish(0, "stop"), Done()], None)
-        self._sse.close()
+        try:
+            self._sse.close()
+        except ProtocolError as exc:
+            return self.fail(Error(str(exc), exc.code))
         return self._encode(self._chunks.close(), None)
 
     def fail(self, error: Error) -> bytes:

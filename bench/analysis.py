@@ -1,0 +1,143 @@
+"""Turn raw samples into medians, ratios and target verdicts (pure functions, no I/O).
+
+Absolute times drift on a shared machine, so every comparison is a ratio between relays
+measured in the same round, and the reported ratio is the median over rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+__all__ = ["TARGETS", "annotate"]
+
+FLOOR = "floor"
+BASELINE_PEER = "sse-starlette"
+TARGET_RELAYS = ("streamrelay-ndjson", "streamrelay-sse")
+
+#: (key, description, comparison, limit); values come from :func:`_target_values`.
+TARGETS: tuple[tuple[str, str, str, float], ...] = (
+    ("cpu_vs_floor", "CPU/token ≤ 1.3x floor", "<=", 1.3),
+    ("cpu_vs_best_peer", "CPU/token ≤ 1/3 of best peer", "<=", 1 / 3),
+    ("p99_vs_floor", "p99 added latency ≤ 2x floor", "<=", 2.0),
+    ("kib_per_stream", "memory ≤ 24 KiB per open stream", "<=", 24.0),
+    ("capacity_vs_sse_starlette", "capacity ≥ 3x sse-starlette", ">=", 3.0),
+)
+
+_METRICS = {
+    "cpu_us_per_token": lambda s: s["cpu_us_per_token"],
+    "cpu_us_per_stream": lambda s: s.get("cpu_us_per_stream", math.nan),
+    "latency_p50_ms": lambda s: s["latency_ms"]["50"],
+    "latency_p99_ms": lambda s: s["latency_ms"]["99"],
+    "ttfb_p50_ms": lambda s: s["ttfb_ms"]["50"],
+    "ttfb_p99_ms": lambda s: s["ttfb_ms"]["99"],
+    "first_token_p99_ms": lambda s: s["first_token_ms"]["99"],
+    "foreign_load": lambda s: s.get("foreign_load", math.nan),
+}
+
+
+def _median(values: list[float]) -> float | None:
+    clean = [v for v in values if v == v]  # drop NaN
+    return round(statistics.median(clean), 3) if clean else None
+
+
+def _ratio_by_round(
+    samples: dict[str, list[dict[str, Any]]], name: str, other: str, metric: str
+) -> float | None:
+    """Median over rounds of ``name``'s metric divided by ``other``'s from the same round."""
+    get = _METRICS[metric]
+    theirs = {s["round"]: get(s) for s in samples.get(other, [])}
+    ratios = [get(s) / theirs[s["round"]] for s in samples.get(name, []) if theirs.get(s["round"])]
+    return _median(ratios)
+
+
+def summarize_steady(phase: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per relay: the median of each metric, error count and ratios to the floor."""
+    samples: dict[str, list[dict[str, Any]]] = phase["samples"]
+    out: dict[str, dict[str, Any]] = {}
+    for name, runs in samples.items():
+        row: dict[str, Any] = {m: _median([get(s) for s in runs]) for m, get in _METRICS.items()}
+        row["failed_streams"] = sum(s["streams"] - s["completed"] for s in runs)
+        row["short_streams"] = sum(s.get("short_streams", 0) for s in runs)
+        if FLOOR in samples:
+            row["cpu_vs_floor"] = _ratio_by_round(samples, name, FLOOR, "cpu_us_per_token")
+            row["p99_vs_floor"] = _ratio_by_round(samples, name, FLOOR, "latency_p99_ms")
+        out[name] = row
+    return out
+
+
+def _best_peer(summary: dict[str, dict[str, Any]], groups: dict[str, str]) -> str | None:
+    peers = [n for n in summary if groups.get(n) == "peer" and summary[n]["cpu_us_per_token"]]
+    return min(peers, key=lambda n: summary[n]["cpu_us_per_token"]) if peers else None
+
+
+def _target_values(results: dict[str, Any], name: str) -> dict[str, float | None]:
+    summary = results.get("summary", {})
+    paced = summary.get("paced", {})
+    row = paced.get(name, {})
+    values: dict[str, float | None] = {
+        "cpu_vs_floor": row.get("cpu_vs_floor"),
+        "p99_vs_floor": row.get("p99_vs_floor"),
+        "cpu_vs_best_peer": row.get("cpu_vs_best_peer"),
+        "kib_per_stream": summary.get("memory", {}).get(name, {}).get("kib_per_stream"),
+    }
+    capacity = summary.get("capacity", {})
+    ours, theirs = capacity.get(name), capacity.get(BASELINE_PEER)
+    values["capacity_vs_sse_starlette"] = round(ours / theirs, 2) if ours and theirs else None
+    return values
+
+
+def _verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
+    verdicts = []
+    for name in TARGET_RELAYS:
+        if name in results.get("skipped", {}):
+            continue
+        values = _target_values(results, name)
+        for key, label, op, limit in TARGETS:
+            value = values.get(key)
+            passed = None if value is None else (value <= limit if op == "<=" else value >= limit)
+            verdicts.append(
+                {
+                    "relay": name,
+                    "target": label,
+                    "key": key,
+                    "value": value,
+                    "limit": round(limit, 3),
+                    "op": op,
+                    "pass": passed,
+                }
+            )
+    return verdicts
+
+
+def annotate(results: dict[str, Any]) -> None:
+    """Add ``summary`` (medians and ratios) and ``targets`` (verdicts) to ``results``."""
+    groups = {name: info["group"] for name, info in results.get("relays", {}).items()}
+    summary: dict[str, Any] = {}
+    for phase in ("paced", "burst", "setup"):
+        if phase in results:
+            summary[phase] = summarize_steady(results[phase])
+    paced = summary.get("paced")
+    if paced:
+        best = _best_peer(paced, groups)
+        summary["best_peer"] = best
+        if best:
+            for name in paced:
+                paced[name]["cpu_vs_best_peer"] = _ratio_by_round(
+                    results["paced"]["samples"], name, best, "cpu_us_per_token"
+                )
+    if "memory" in results:
+        memory = results["memory"]["relays"]
+        floor_kib = memory.get(FLOOR, {}).get("kib_per_stream")
+        summary["memory"] = {
+            name: {
+                "kib_per_stream": m["kib_per_stream"],
+                "vs_floor": round(m["kib_per_stream"] / floor_kib, 2) if floor_kib else None,
+            }
+            for name, m in memory.items()
+        }
+    if "capacity" in results:
+        summary["capacity"] = dict(results["capacity"]["streams"])
+    results["summary"] = summary
+    results["targets"] = _verdicts(results)

@@ -1,0 +1,421 @@
+"""The four wire formats as sans-I/O encoders: exact bytes for every event type."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from types import ModuleType
+from unittest import mock
+
+import pytest
+from httpx._decoders import LineDecoder
+
+from streamrelay import _json
+from streamrelay.errors import UnsupportedFormat
+from streamrelay.events import Delta, Done, Error, Event, Finish, Refusal, Start, ToolCall, Usage
+from streamrelay.formats import (
+    FORMATS,
+    Encoder,
+    NDJSONEncoder,
+    OpenAIEncoder,
+    SSEEncoder,
+    TextEncoder,
+    encoder_for,
+)
+from streamrelay.sse import SSEDecoder
+
+EVERY_EVENT: list[Event] = [
+    Start("chatcmpl-1", "gpt-4o-mini"),
+    Delta(0, "Hi"),
+    Refusal(0, "No"),
+    ToolCall(0, 0, "", id="call_1", name="f"),
+    ToolCall(0, 0, '{"a":1}'),
+    Finish(0, "stop"),
+    Usage(1, 2, 3),
+    Error("boom", "upstream_timeout"),
+    Error("bad", "BadRequestError", 400),
+    Done(),
+]
+
+
+# --- the registry ---------------------------------------------------------------------
+
+
+def test_formats_registry() -> None:
+    assert list(FORMATS) == ["text", "ndjson", "sse", "openai"]
+    for name, cls in FORMATS.items():
+        assert cls.name == name
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type", "aborts", "raw"),
+    [
+        ("text", "text/plain; charset=utf-8", True, False),
+        ("ndjson", "application/x-ndjson", False, False),
+        ("sse", "text/event-stream", False, False),
+        ("openai", "text/event-stream", False, True),
+    ],
+)
+def test_encoder_properties(name: str, media_type: str, aborts: bool, raw: bool) -> None:
+    encoder = encoder_for(name)
+    assert isinstance(encoder, FORMATS[name])
+    assert encoder.media_type == media_type
+    assert encoder.aborts_on_error is aborts
+    assert encoder.wants_raw is raw
+
+
+def test_encoder_for_returns_a_fresh_encoder_each_time() -> None:
+    a, b = encoder_for("sse"), encoder_for("sse")
+    assert a is not b
+    a.encode([Delta(0, "x")], None)
+    assert b.encode([Delta(0, "x")], None).startswith(b"id: 1\n")
+
+
+def test_encoder_for_unknown_name() -> None:
+    with pytest.raises(UnsupportedFormat) as info:
+        encoder_for("xml")
+    assert info.value.name == "xml"
+    assert info.value.supported == ("text", "ndjson", "sse", "openai")
+    assert "text, ndjson, sse, openai" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_base_encoder() -> None:
+    encoder = Encoder()
+    assert encoder.preamble() == b"" and encoder.heartbeat() == b""
+    with pytest.raises(NotImplementedError):
+        encoder.encode([], None)
+
+
+@pytest.mark.parametrize(
+    ("name", "preamble", "heartbeat"),
+    [
+        ("text", b"", b""),
+        ("ndjson", b"", b'{"type":"ping"}\n'),
+        ("sse", b": stream open\n\n", b": ping\n\n"),
+        ("openai", b": stream open\n\n", b": ping\n\n"),
+    ],
+)
+def test_preamble_and_heartbeat(name: str, preamble: bytes, heartbeat: bytes) -> None:
+    encoder = encoder_for(name)
+    assert encoder.preamble() == preamble
+    assert encoder.heartbeat() == heartbeat
+    # SSE clients see both as comments: no event.
+    if name in ("sse", "openai"):
+        decoder = SSEDecoder()
+        assert decoder.feed(preamble + heartbeat * 3) == []
+
+
+def test_ndjson_ping_is_one_json_line() -> None:
+    assert json.loads(NDJSONEncoder().heartbeat()) == {"type": "ping"}
+
+
+# --- text ----------------------------------------------------------------------------
+
+
+def test_text_is_choice_zero_content_only() -> None:
+    encoder = TextEncoder()
+    assert encoder.encode(EVERY_EVENT, None) == b"Hi"
+    assert encoder.encode([Delta(1, "other choice")], None) == b""
+    assert encoder.encode([Delta(0, "a"), Delta(1, "b"), Delta(0, "c")], None) == b"ac"
+    for event in EVERY_EVENT:
+        if not isinstance(event, Delta):
+            assert encoder.encode([event], None) == b""
+
+
+def test_text_ignores_raw() -> None:
+    assert TextEncoder().encode([Delta(0, "é")], '{"raw": true}') == "é".encode()
+
+
+def test_text_lone_surrogate_becomes_question_mark() -> None:
+    assert TextEncoder().encode([Delta(0, "a\ud83d")], None) == b"a?"
+    assert TextEncoder().encode([Delta(0, "\ud83d"), Delta(0, "\ude00")], None) == b"??"
+
+
+# --- ndjson ----------------------------------------------------------------------------
+
+NDJSON_LINES = [
+    b'{"type":"start","id":"chatcmpl-1","model":"gpt-4o-mini"}',
+    b'{"type":"delta","index":0,"text":"Hi"}',
+    b'{"type":"refusal","index":0,"text":"No"}',
+    b'{"type":"tool_call","index":0,"call":0,"id":"call_1","name":"f","arguments":""}',
+    b'{"type":"tool_call","index":0,"call":0,"arguments":"{\\"a\\":1}"}',
+    b'{"type":"finish","index":0,"reason":"stop"}',
+    b'{"type":"usage","prompt_tokens":1,"completion_tokens":2,"total_tokens":3}',
+    b'{"type":"error","message":"boom","code":"upstream_timeout"}',
+    b'{"type":"error","message":"bad","code":"BadRequestError","status":400}',
+    b'{"type":"done"}',
+]
+
+
+def test_ndjson_exact_lines() -> None:
+    assert NDJSONEncoder().encode(EVERY_EVENT, None) == b"".join(
+        line + b"\n" for line in NDJSON_LINES
+    )
+
+
+def test_ndjson_one_event_per_call() -> None:
+    encoder = NDJSONEncoder()
+    for event, line in zip(EVERY_EVENT, NDJSON_LINES, strict=True):
+        assert encoder.encode([event], None) == line + b"\n"
+
+
+def test_ndjson_lines_are_the_event_dicts() -> None:
+    body = NDJSONEncoder().encode(EVERY_EVENT, None)
+    assert [json.loads(line) for line in body.splitlines()] == [e.to_dict() for e in EVERY_EVENT]
+
+
+def test_ndjson_delta_fast_path_matches_the_generic_path() -> None:
+    for text in ["", "a\nb", '"quoted"', "\\", "中文😀", "\x00\x1f", "\u2028"]:
+        fast = NDJSONEncoder().encode([Delta(3, text)], None)
+        generic = NDJSONEncoder().encode([Finish(0, "x")], None)  # not the fast path
+        assert json.loads(fast) == {"type": "delta", "index": 3, "text": text}
+        assert generic.endswith(b"\n")
+
+
+def test_ndjson_ignores_raw_and_empty_input() -> None:
+    assert NDJSONEncoder().encode([], '{"x":1}') == b""
+    assert NDJSONEncoder().encode([Delta(0, "a")], '{"x":1}') == (
+        b'{"type":"delta","index":0,"text":"a"}\n'
+    )
+
+
+def test_ndjson_is_utf8_not_ascii_escaped() -> None:
+    assert NDJSONEncoder().encode([Delta(0, "é中😀")], None) == (
+        '{"type":"delta","index":0,"text":"é中😀"}\n'.encode()
+    )
+
+
+def test_ndjson_lone_surrogate_is_escaped() -> None:
+    # Documented: JSON can carry it escaped; a JavaScript client rejoins the halves.
+    line = NDJSONEncoder().encode([Delta(0, "a\ud83d")], None)
+    assert line == b'{"type":"delta","index":0,"text":"a\\ud83d"}\n'
+    assert json.loads(line)["text"] == "a\ud83d"
+
+
+# --- sse -----------------------------------------------------------------------------
+
+
+def test_sse_exact_bytes_and_ids() -> None:
+    body = SSEEncoder().encode(EVERY_EVENT, None)
+    expected = b"".join(
+        b"id: %d\nevent: %s\ndata: %s\n\n" % (i, e.type.encode(), line)
+        for i, (e, line) in enumerate(zip(EVERY_EVENT, NDJSON_LINES, strict=True), start=1)
+    )
+    assert body == expected
+
+
+def test_sse_ids_continue_across_calls_and_from_first_id() -> None:
+    encoder = SSEEncoder()
+    encoder.encode([Delta(0, "a"), Delta(0, "b")], None)
+    assert encoder.encode([Done()], None) == b'id: 3\nevent: done\ndata: {"type":"done"}\n\n'
+    assert encoder.next_id == 4
+    resumed = SSEEncoder(first_id=42)
+    assert resumed.encode([Done()], None).startswith(b"id: 42\n")
+
+
+def test_sse_heartbeat_does_not_consume_an_id() -> None:
+    encoder = SSEEncoder()
+    encoder.heartbeat()
+    assert encoder.encode([Done()], None).startswith(b"id: 1\n")
+
+
+def test_sse_decodes_back_to_the_events() -> None:
+    decoder = SSEDecoder()
+    messages = decoder.feed(SSEEncoder().preamble() + SSEEncoder().encode(EVERY_EVENT, None))
+    assert [m.event for m in messages] == [e.type for e in EVERY_EVENT]
+    assert [m.id for m in messages] == [str(i) for i in range(1, len(EVERY_EVENT) + 1)]
+    assert [json.loads(m.data) for m in messages] == [e.to_dict() for e in EVERY_EVENT]
+
+
+def test_sse_lone_surrogate_is_escaped() -> None:
+    body = SSEEncoder().encode([Delta(0, "\udfff")], None)
+    assert body == b'id: 1\nevent: delta\ndata: {"type":"delta","index":0,"text":"\\udfff"}\n\n'
+
+
+# --- openai ---------------------------------------------------------------------------
+
+
+def test_openai_passes_raw_chunks_through() -> None:
+    raw = '{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"}}]}'
+    assert OpenAIEncoder().encode([Delta(0, "Hi")], raw) == b"data: " + raw.encode() + b"\n\n"
+    # Chunks without events (Azure filter results) pass through too.
+    assert OpenAIEncoder().encode([], '{"choices":[]}') == b'data: {"choices":[]}\n\n'
+
+
+def test_openai_done_marker() -> None:
+    assert OpenAIEncoder().encode([Done()], "[DONE]") == b"data: [DONE]\n\n"
+    assert OpenAIEncoder().encode([Done()], None) == b"data: [DONE]\n\n"
+
+
+def test_openai_raw_with_line_breaks_becomes_several_data_lines() -> None:
+    raw = '{\n  "id": "c",\r\n  "choices": []\n}'
+    body = OpenAIEncoder().encode([], raw)
+    assert body == b'data: {\ndata:   "id": "c",\ndata:   "choices": []\ndata: }\n\n'
+    (message,) = SSEDecoder().feed(body)
+    assert json.loads(message.data) == {"id": "c", "choices": []}
+
+
+def test_openai_raw_with_lone_surrogate_does_not_crash() -> None:
+    # Regression: str.encode() raised UnicodeEncodeError on a caller-provided raw chunk.
+    body = OpenAIEncoder().encode(
+        [Delta(0, "\ud800")], '{"choices":[{"delta":{"content":"\ud800"}}]}'
+    )
+    assert body == b'data: {"choices":[{"delta":{"content":"?"}}]}\n\n'
+
+
+def test_openai_error_shape() -> None:
+    assert OpenAIEncoder().encode([Error("boom", "upstream_timeout")], None) == (
+        b'data: {"error":{"message":"boom","type":"server_error","code":"upstream_timeout"}}\n\n'
+    )
+    assert OpenAIEncoder().encode([Error("bad", "BadRequestError", 400)], '{"object":"error"}') == (
+        b'data: {"error":{"message":"bad","type":"server_error","code":"BadRequestError",'
+        b'"status":400}}\n\n'
+    )
+
+
+def test_openai_error_wins_over_raw_and_other_events() -> None:
+    body = OpenAIEncoder().encode([Delta(0, "x"), Error("e", "c")], '{"error":"x"}')
+    assert body == b'data: {"error":{"message":"e","type":"server_error","code":"c"}}\n\n'
+
+
+def test_openai_synthesizes_chunks_without_raw() -> None:
+    encoder = OpenAIEncoder()
+    encoder._created = 1700000000  # deterministic bytes
+    body = encoder.encode([*EVERY_EVENT[:7], Done()], None)
+    head = b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini",'
+    assert body == (
+        b"data: "
+        + head
+        + b'"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+        b"data: "
+        + head
+        + b'"choices":[{"index":0,"delta":{"refusal":"No"},"finish_reason":null}]}\n\n'
+        b"data: " + head + b'"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1",'
+        b'"type":"function","function":{"arguments":"","name":"f"}}]},"finish_reason":null}]}\n\n'
+        b"data: " + head + b'"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+        b'"function":{"arguments":"{\\"a\\":1}"}}]},"finish_reason":null}]}\n\n'
+        b"data: " + head + b'"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        b"data: " + head + b'"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,'
+        b'"total_tokens":3}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+
+
+def test_openai_synthesized_chunks_before_start_have_a_default_id() -> None:
+    body = OpenAIEncoder().encode([Delta(0, "x")], None)
+    assert json.loads(body[6:])["id"] == "chatcmpl-streamrelay"
+    encoder = OpenAIEncoder()
+    encoder.encode([Start("", "m")], None)  # an empty id keeps the default
+    assert json.loads(encoder.encode([Delta(0, "x")], None)[6:])["id"] == "chatcmpl-streamrelay"
+
+
+def test_openai_never_writes_an_id_line() -> None:
+    encoder = OpenAIEncoder()
+    body = encoder.preamble() + encoder.heartbeat()
+    for event in EVERY_EVENT:
+        body += encoder.encode([event], None)
+        body += encoder.encode([event], '{"id":"x"}')
+    assert not any(line.startswith(b"id") for line in body.split(b"\n"))
+    decoder = SSEDecoder()
+    decoder.feed(body)
+    assert decoder.last_event_id is None
+
+
+def test_openai_appends_done_after_a_responses_completion() -> None:
+    # A Responses stream ends at response.completed; the format still ends with [DONE].
+    raw = '{"type":"response.completed","response":{"id":"r"}}'
+    body = OpenAIEncoder().encode([Finish(0, "stop"), Done()], raw)
+    assert body == b"data: " + raw.encode() + b"\n\ndata: [DONE]\n\n"
+
+
+# --- no token can cut a line, for any line splitter ----------------------------------------
+
+SEPARATORS = "a\u2028b\u2029c\x85d\r\ne\nf\rg\x0bh\x0ci\x1cj\x1dk\x1el"
+
+
+def _python_lines(body: bytes) -> list[str]:
+    """How httpx's ``iter_lines()`` (str.splitlines) sees the body."""
+    decoder = LineDecoder()
+    return decoder.decode(body.decode()) + decoder.flush()
+
+
+def test_ndjson_survives_str_splitlines_clients() -> None:
+    # Regression: U+2028, U+2029 and U+0085 went out raw, and httpx's
+    # iter_lines() (like str.splitlines) cut the line in two.
+    body = NDJSONEncoder().encode([Delta(0, SEPARATORS), Refusal(0, SEPARATORS)], None)
+    lines = _python_lines(body)
+    assert [json.loads(line)["text"] for line in lines] == [SEPARATORS, SEPARATORS]
+    assert body.count(b"\n") == 2 and b"\r" not in body
+
+
+def test_sse_survives_str_splitlines_clients() -> None:
+    body = SSEEncoder().encode([Delta(0, SEPARATORS), Error(SEPARATORS, "c")], None)
+    data = [line[6:] for line in _python_lines(body) if line.startswith("data: ")]
+    assert [json.loads(d).get("text") or json.loads(d)["message"] for d in data] == [SEPARATORS] * 2
+
+
+def test_openai_survives_str_splitlines_clients() -> None:
+    raw = json.dumps({"choices": [{"delta": {"content": SEPARATORS}}]}, ensure_ascii=False)
+    passthrough = OpenAIEncoder().encode([Delta(0, SEPARATORS)], raw)
+    synthesized = OpenAIEncoder().encode([Delta(0, SEPARATORS)], None)
+    error = OpenAIEncoder().encode([Error(SEPARATORS, "c")], None)
+    for body in (passthrough, synthesized, error):
+        lines = [line for line in _python_lines(body) if line]
+        assert len(lines) == 1
+        chunk = json.loads(lines[0].removeprefix("data: "))
+        if "error" in chunk:
+            assert chunk["error"]["message"] == SEPARATORS
+        else:
+            assert chunk["choices"][0]["delta"]["content"] == SEPARATORS
+
+
+def test_escaping_keeps_other_text_intact() -> None:
+    text = "curly \u2019quotes\u2019 \u201cand\u201d \u2026 dashes \u2014 \u2027\u202a and \xa0\xc2"
+    body = NDJSONEncoder().encode([Delta(0, text)], None)
+    assert body == b'{"type":"delta","index":0,"text":"' + text.encode() + b'"}\n'
+
+
+# --- the stdlib JSON fallback behaves like orjson -------------------------------------------
+
+
+def _stdlib_json() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_json_without_orjson", _json.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with mock.patch.dict(sys.modules, {"orjson": None}):
+        spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"type": "delta", "index": 0, "text": 'é中😀\n"\\'},
+        {"a": [1, 2.5, None, True]},
+        "\u2028\x85\x00",
+        2**70,
+    ],
+)
+def test_stdlib_fallback_dumps_like_orjson(obj: object) -> None:
+    stdlib = _stdlib_json()
+    assert stdlib.dumps(obj) == _json.dumps(obj)
+    assert stdlib.loads(stdlib.dumps(obj)) == obj
+
+
+def test_both_json_backends_escape_lone_surrogates() -> None:
+    stdlib = _stdlib_json()
+    assert stdlib.dumps("a\ud800") == _json.dumps("a\ud800") == b'"a\\ud800"'
+
+
+@pytest.mark.parametrize("doc", ['"\\ud83d"', '{"a":"x\\ude00"}', "[1, 2]", '{"a": {"b": null}}'])
+def test_both_json_backends_parse_the_same_documents(doc: str) -> None:
+    assert _stdlib_json().loads(doc) == _json.loads(doc)
+
+
+@pytest.mark.parametrize("doc", ["", "{", "[DONE]", "{'a': 1}"])
+def test_both_json_backends_reject_the_same_documents(doc: str) -> None:
+    for backend in (_json, _stdlib_json()):
+        with pytest.raises(ValueError):
+            backend.loads(doc)

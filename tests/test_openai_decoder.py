@@ -1,0 +1,1144 @@
+"""ChunkDecoder on chunks shaped like real upstream captures.
+
+The fixtures follow what OpenAI, Azure OpenAI, vLLM, OpenRouter and the
+Responses API actually send (field order, nulls, extra fields and all). Every
+test checks the exact list of normalized events.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+from typing import Any
+from unittest import mock
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamrelay import _json
+from streamrelay import openai as openai_module
+from streamrelay.errors import ProtocolError
+from streamrelay.events import (
+    Delta,
+    Done,
+    Error,
+    Event,
+    Finish,
+    Refusal,
+    Start,
+    ToolCall,
+    Usage,
+)
+from streamrelay.openai import ChunkDecoder
+
+TRUNCATED = Error(
+    "the upstream stream ended before the response was complete", code="upstream_truncated"
+)
+
+
+def decode(payloads: list[Any], *, close: bool = True) -> list[Event]:
+    """Feed each payload (dicts are serialized as an upstream would), then close."""
+    decoder = ChunkDecoder()
+    events: list[Event] = []
+    for payload in payloads:
+        events += decoder.feed(payload if isinstance(payload, str) else json.dumps(payload))
+    if close:
+        events += decoder.close()
+    return events
+
+
+# --- OpenAI chat.completions ------------------------------------------------------
+
+_CHAT_HEAD = {
+    "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+    "object": "chat.completion.chunk",
+    "created": 1741569952,
+    "model": "gpt-4o-2024-08-06",
+    "service_tier": "default",
+    "system_fingerprint": "fp_eb9dce56a8",
+}
+
+
+def chat(
+    delta: dict[str, Any] | None = None, finish: str | None = None, index: int = 0, **extra: Any
+) -> dict[str, Any]:
+    chunk: dict[str, Any] = dict(_CHAT_HEAD)
+    chunk["choices"] = [
+        {"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
+    ]
+    chunk.update(extra)
+    return chunk
+
+
+START = Start("chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT", "gpt-4o-2024-08-06")
+
+CHAT_TEXT = [
+    chat({"role": "assistant", "content": "", "refusal": None}, usage=None),
+    chat({"content": "Hello"}, usage=None),
+    chat({"content": "!"}, usage=None),
+    chat({"content": " How can I\nhelp?"}, usage=None),
+    chat({}, "stop", usage=None),
+    {
+        **_CHAT_HEAD,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 19,
+            "completion_tokens": 10,
+            "total_tokens": 29,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
+    },
+    "[DONE]",
+]
+
+
+def test_chat_text_stream_with_usage() -> None:
+    assert decode(CHAT_TEXT) == [
+        START,
+        Delta(0, "Hello"),
+        Delta(0, "!"),
+        Delta(0, " How can I\nhelp?"),
+        Finish(0, "stop"),
+        Usage(19, 10, 29),
+        Done(),
+    ]
+
+
+def test_role_only_first_delta_gives_only_start() -> None:
+    decoder = ChunkDecoder()
+    assert decoder.feed(json.dumps(CHAT_TEXT[0])) == [START]
+    # "content": null, as some servers send it, is no delta either.
+    assert decoder.feed(json.dumps(chat({"role": "assistant", "content": None}))) == []
+
+
+def test_start_comes_once_with_the_first_chunk() -> None:
+    events = decode(CHAT_TEXT)
+    assert [e for e in events if isinstance(e, Start)] == [START]
+    assert events[0] == START
+
+
+CHAT_TOOLS = [
+    chat({"role": "assistant", "content": None, "refusal": None}),
+    chat(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "call_DdmO9pD3xa9XTPNJ32zg2hcA",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        }
+    ),
+    chat({"tool_calls": [{"index": 0, "function": {"arguments": '{"loc'}}]}),
+    chat({"tool_calls": [{"index": 0, "function": {"arguments": 'ation": "Paris"}'}}]}),
+    chat(
+        {
+            "tool_calls": [
+                {
+                    "index": 1,
+                    "id": "call_ABHd03eEqtwq5vP3P7eL0Jpz",
+                    "type": "function",
+                    "function": {"name": "get_time", "arguments": ""},
+                }
+            ]
+        }
+    ),
+    chat({"tool_calls": [{"index": 1, "function": {"arguments": '{"tz": "CET"}'}}]}),
+    chat({}, "tool_calls"),
+    "[DONE]",
+]
+
+
+def test_parallel_tool_calls() -> None:
+    assert decode(CHAT_TOOLS) == [
+        START,
+        ToolCall(0, 0, "", id="call_DdmO9pD3xa9XTPNJ32zg2hcA", name="get_weather"),
+        ToolCall(0, 0, '{"loc'),
+        ToolCall(0, 0, 'ation": "Paris"}'),
+        ToolCall(0, 1, "", id="call_ABHd03eEqtwq5vP3P7eL0Jpz", name="get_time"),
+        ToolCall(0, 1, '{"tz": "CET"}'),
+        Finish(0, "tool_calls"),
+        Done(),
+    ]
+
+
+def test_several_tool_call_fragments_in_one_chunk() -> None:
+    # Some servers (vLLM, llama.cpp) send a whole call, or several, in one delta.
+    chunk = chat(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "c0",
+                    "type": "function",
+                    "function": {"name": "a", "arguments": "{}"},
+                },
+                {"id": "c1", "type": "function", "function": {"name": "b", "arguments": "{}"}},
+            ]
+        }
+    )
+    assert decode([chunk], close=False) == [
+        START,
+        ToolCall(0, 0, "{}", id="c0", name="a"),
+        ToolCall(0, 1, "{}", id="c1", name="b"),  # no "index": its position
+    ]
+
+
+def test_legacy_function_call_delta() -> None:
+    events = decode(
+        [
+            chat(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "function_call": {"name": "f", "arguments": ""},
+                }
+            ),
+            chat({"function_call": {"arguments": '{"x": 1}'}}),
+            chat({}, "function_call"),
+        ]
+    )
+    assert events == [
+        START,
+        ToolCall(0, 0, "", name="f"),
+        ToolCall(0, 0, '{"x": 1}'),
+        Finish(0, "function_call"),
+        Done(),
+    ]
+
+
+def test_content_and_tool_calls_in_the_same_delta_keep_order() -> None:
+    chunk = chat(
+        {"content": "Let me check.", "tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}
+    )
+    assert decode([chunk], close=False) == [START, Delta(0, "Let me check."), ToolCall(0, 0, "{}")]
+
+
+def test_refusal() -> None:
+    events = decode(
+        [
+            chat({"role": "assistant", "content": None, "refusal": ""}),
+            chat({"refusal": "I'm sorry, "}),
+            chat({"refusal": "I can't help with that."}),
+            chat({}, "stop"),
+            "[DONE]",
+        ]
+    )
+    assert events == [
+        START,
+        Refusal(0, "I'm sorry, "),
+        Refusal(0, "I can't help with that."),
+        Finish(0, "stop"),
+        Done(),
+    ]
+
+
+def test_finish_in_the_same_chunk_as_content() -> None:
+    # vLLM, Ollama and llama.cpp often put the last text and the reason together.
+    assert decode([chat({"content": "end"}, "length")]) == [
+        START,
+        Delta(0, "end"),
+        Finish(0, "length"),
+        Done(),
+    ]
+
+
+CHAT_N2 = [
+    chat({"role": "assistant", "content": ""}, index=0),
+    chat({"role": "assistant", "content": ""}, index=1),
+    chat({"content": "Red"}, index=0),
+    chat({"content": "Blue"}, index=1),
+    chat({"content": " apple"}, index=0),
+    chat({}, "stop", index=1),
+    chat({"content": "."}, index=0),
+    chat({}, "length", index=0),
+    "[DONE]",
+]
+
+
+def test_n2_interleaved_choices() -> None:
+    assert decode(CHAT_N2) == [
+        START,
+        Delta(0, "Red"),
+        Delta(1, "Blue"),
+        Delta(0, " apple"),
+        Finish(1, "stop"),
+        Delta(0, "."),
+        Finish(0, "length"),
+        Done(),
+    ]
+
+
+def test_two_choices_in_one_chunk() -> None:
+    chunk = dict(_CHAT_HEAD)
+    chunk["choices"] = [
+        {"index": 1, "delta": {"content": "b"}, "finish_reason": None},
+        {"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"},
+    ]
+    assert decode([chunk], close=False) == [START, Delta(1, "b"), Delta(0, "a"), Finish(0, "stop")]
+
+
+def test_usage_only_chunk_before_anything_else_starts_the_stream() -> None:
+    chunk = {
+        **_CHAT_HEAD,
+        "choices": [],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+    assert decode([chunk], close=False) == [START, Usage(1, 2, 3)]
+
+
+def test_usage_with_missing_or_odd_numbers_is_zero() -> None:
+    chunk = {
+        **_CHAT_HEAD,
+        "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": None, "total_tokens": 5.0},
+    }
+    assert decode([chunk], close=False) == [START, Usage(5, 0, 0)]
+
+
+def test_usage_null_on_every_chunk_is_no_event() -> None:
+    assert decode([chat({"content": "x"}, usage=None)], close=False) == [START, Delta(0, "x")]
+
+
+# --- Azure OpenAI -----------------------------------------------------------------
+
+_FILTER_OK = {
+    "hate": {"filtered": False, "severity": "safe"},
+    "self_harm": {"filtered": False, "severity": "safe"},
+    "sexual": {"filtered": False, "severity": "safe"},
+    "violence": {"filtered": False, "severity": "safe"},
+}
+_AZURE_HEAD = {
+    "created": 1717000000,
+    "id": "chatcmpl-9UjYs8yWkqHGFBiQ0Uc3jbJJd2Ow1",
+    "model": "gpt-4o-2024-05-13",
+    "object": "chat.completion.chunk",
+    "system_fingerprint": "fp_5f4bad809a",
+}
+AZURE_FILTER_CHUNK = {
+    "choices": [],
+    "created": 0,
+    "id": "",
+    "model": "",
+    "object": "",
+    "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTER_OK}],
+}
+
+
+def azure(delta: dict[str, Any], finish: str | None = None, filters: Any = None) -> dict[str, Any]:
+    return {
+        "choices": [
+            {
+                "content_filter_results": _FILTER_OK if filters is None else filters,
+                "delta": delta,
+                "finish_reason": finish,
+                "index": 0,
+                "logprobs": None,
+            }
+        ],
+        **_AZURE_HEAD,
+    }
+
+
+AZURE_STREAM = [
+    AZURE_FILTER_CHUNK,
+    azure({"content": "", "role": "assistant"}, filters={}),
+    azure({"content": "Hi"}),
+    azure({"content": " there"}),
+    azure({}, "stop", filters={}),
+    # Asynchronous filter: a late chunk with offsets and no delta at all.
+    {
+        "choices": [
+            {
+                "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": 8},
+                "content_filter_results": _FILTER_OK,
+                "finish_reason": None,
+                "index": 0,
+            }
+        ],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+    },
+    "[DONE]",
+]
+
+
+def test_azure_stream_with_prompt_filter_results() -> None:
+    assert decode(AZURE_STREAM) == [
+        Start("chatcmpl-9UjYs8yWkqHGFBiQ0Uc3jbJJd2Ow1", "gpt-4o-2024-05-13"),
+        Delta(0, "Hi"),
+        Delta(0, " there"),
+        Finish(0, "stop"),
+        Done(),
+    ]
+
+
+def test_azure_prompt_filter_chunk_alone_produces_nothing() -> None:
+    decoder = ChunkDecoder()
+    assert decoder.feed(json.dumps(AZURE_FILTER_CHUNK)) == []
+    assert decoder.close() == [TRUNCATED]
+
+
+def test_azure_content_filter_finish() -> None:
+    filtered = {**_FILTER_OK, "violence": {"filtered": True, "severity": "medium"}}
+    events = decode(
+        [AZURE_FILTER_CHUNK, azure({"content": "Once"}), azure({}, "content_filter", filtered)]
+    )
+    assert events[-2:] == [Finish(0, "content_filter"), Done()]
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def test_openai_mid_stream_error() -> None:
+    payloads = [
+        chat({"role": "assistant", "content": ""}),
+        chat({"content": "Partial"}),
+        {
+            "error": {
+                "message": "The server had an error while processing your request. Sorry about that!",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        },
+        chat({"content": "ignored after the error"}),
+        "[DONE]",
+    ]
+    assert decode(payloads) == [
+        START,
+        Delta(0, "Partial"),
+        Error(
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+        ),
+    ]
+
+
+def test_error_code_wins_over_type() -> None:
+    err = {
+        "error": {
+            "message": "Rate limit reached",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+    assert decode([err]) == [Error("Rate limit reached", "rate_limit_exceeded")]
+
+
+def test_vllm_legacy_error_object() -> None:
+    err = {
+        "object": "error",
+        "message": "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    }
+    # Regression: the integer code is vLLM's HTTP status, not a code string.
+    assert decode([err]) == [Error(err["message"], "BadRequestError", 400)]
+
+
+def test_vllm_new_error_shape_with_integer_code() -> None:
+    err = {"error": {"message": "boom", "type": "InternalServerError", "param": None, "code": 500}}
+    assert decode([err]) == [Error("boom", "InternalServerError", 500)]
+
+
+def test_openrouter_mid_stream_error() -> None:
+    chunk = {
+        "id": "gen-1747",
+        "object": "chat.completion.chunk",
+        "created": 1747,
+        "model": "openai/gpt-4o",
+        "provider": "OpenAI",
+        "error": {"code": 502, "message": "Provider disconnected"},
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+    }
+    assert decode([chat({"content": "a"}), chunk]) == [
+        START,
+        Delta(0, "a"),
+        Error("Provider disconnected", "upstream_error", 502),
+    ]
+
+
+def test_error_with_explicit_status() -> None:
+    assert decode([{"error": {"message": "m", "code": "x", "status": 429}}]) == [
+        Error("m", "x", 429)
+    ]
+
+
+def test_error_that_is_a_string() -> None:
+    assert decode([{"error": "upstream exploded"}]) == [
+        Error("upstream exploded", "upstream_error")
+    ]
+
+
+def test_error_without_message_or_code() -> None:
+    assert decode([{"error": {"param": None}}]) == [Error("upstream error", "upstream_error")]
+
+
+def test_empty_or_null_error_fields_are_not_errors() -> None:
+    for value in (None, {}, "", 0, False):
+        assert decode([chat({"content": "x"}, error=value)], close=False) == [START, Delta(0, "x")]
+
+
+def test_error_is_terminal() -> None:
+    decoder = ChunkDecoder()
+    assert decoder.feed('{"error": {"message": "m"}}') == [Error("m", "upstream_error")]
+    assert decoder.terminated
+    assert decoder.feed(json.dumps(chat({"content": "x"}))) == []
+    assert decoder.feed("[DONE]") == []
+    assert decoder.feed("not json at all") == []  # ignored, not even a ProtocolError
+    assert decoder.close() == []
+
+
+# --- legacy completions ------------------------------------------------------------
+
+
+def legacy(text: str, finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "cmpl-8pxGG1CFDb8e7ZxM7P0tuGfYFYn31",
+        "object": "text_completion",
+        "created": 1707000000,
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+        "model": "gpt-3.5-turbo-instruct",
+    }
+
+
+def test_legacy_completions() -> None:
+    events = decode([legacy("\n\nThis"), legacy(" is"), legacy(" a test", "length"), "[DONE]"])
+    assert events == [
+        Start("cmpl-8pxGG1CFDb8e7ZxM7P0tuGfYFYn31", "gpt-3.5-turbo-instruct"),
+        Delta(0, "\n\nThis"),
+        Delta(0, " is"),
+        Delta(0, " a test"),
+        Finish(0, "length"),
+        Done(),
+    ]
+
+
+# --- Responses API -----------------------------------------------------------------
+
+RESP_ID = "resp_67c9fdcecf488190bdd9a0409de3a1ec07b8b0ad4e5eb654"
+MSG_ID = "msg_67c9fdcf37fc8190ba82116e33fb28c507b8b0ad4e5eb654"
+
+
+def response_object(status: str, **extra: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "id": RESP_ID,
+        "object": "response",
+        "created_at": 1741290958,
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "max_output_tokens": None,
+        "model": "gpt-4.1-2025-04-14",
+        "output": [],
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None},
+        "store": True,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": None,
+        "user": None,
+        "metadata": {},
+    }
+    obj.update(extra)
+    return obj
+
+
+USAGE = {
+    "input_tokens": 37,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens": 11,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 48,
+}
+
+
+def text_delta(seq: int, delta: str) -> dict[str, Any]:
+    return {
+        "type": "response.output_text.delta",
+        "sequence_number": seq,
+        "item_id": MSG_ID,
+        "output_index": 0,
+        "content_index": 0,
+        "delta": delta,
+        "logprobs": [],
+    }
+
+
+RESPONSES_HEAD = [
+    {"type": "response.created", "sequence_number": 0, "response": response_object("in_progress")},
+    {
+        "type": "response.in_progress",
+        "sequence_number": 1,
+        "response": response_object("in_progress"),
+    },
+    {
+        "type": "response.output_item.added",
+        "sequence_number": 2,
+        "output_index": 0,
+        "item": {
+            "id": MSG_ID,
+            "type": "message",
+            "status": "in_progress",
+            "content": [],
+            "role": "assistant",
+        },
+    },
+    {
+        "type": "response.content_part.added",
+        "sequence_number": 3,
+        "item_id": MSG_ID,
+        "output_index": 0,
+        "content_index": 0,
+        "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""},
+    },
+    text_delta(4, "Hi"),
+    text_delta(5, " there"),
+    {
+        "type": "response.output_text.done",
+        "sequence_number": 6,
+        "item_id": MSG_ID,
+        "output_index": 0,
+        "content_index": 0,
+        "text": "Hi there",
+        "logprobs": [],
+    },
+    {
+        "type": "response.output_item.done",
+        "sequence_number": 7,
+        "output_index": 0,
+        "item": {
+            "id": MSG_ID,
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [],
+        },
+    },
+]
+RESPONSES_TOOL = [
+    {
+        "type": "response.output_item.added",
+        "sequence_number": 8,
+        "output_index": 1,
+        "item": {
+            "type": "function_call",
+            "id": "fc_12345xyz",
+            "call_id": "call_12345xyz",
+            "name": "get_weather",
+            "arguments": "",
+            "status": "in_progress",
+        },
+    },
+    {
+        "type": "response.function_call_arguments.delta",
+        "sequence_number": 9,
+        "item_id": "fc_12345xyz",
+        "output_index": 1,
+        "delta": '{"location":',
+    },
+    {
+        "type": "response.function_call_arguments.delta",
+        "sequence_number": 10,
+        "item_id": "fc_12345xyz",
+        "output_index": 1,
+        "delta": '"Paris"}',
+    },
+    {
+        "type": "response.function_call_arguments.done",
+        "sequence_number": 11,
+        "item_id": "fc_12345xyz",
+        "output_index": 1,
+        "arguments": '{"location":"Paris"}',
+    },
+]
+RESP_START = Start(RESP_ID, "gpt-4.1-2025-04-14")
+
+
+def completed(seq: int = 12) -> dict[str, Any]:
+    return {
+        "type": "response.completed",
+        "sequence_number": seq,
+        "response": response_object("completed", usage=USAGE),
+    }
+
+
+def test_responses_text() -> None:
+    assert decode([*RESPONSES_HEAD, completed()]) == [
+        RESP_START,
+        Delta(0, "Hi"),
+        Delta(0, " there"),
+        Finish(0, "stop"),
+        Usage(37, 11, 48),
+        Done(),
+    ]
+
+
+def test_responses_function_call() -> None:
+    assert decode([*RESPONSES_HEAD, *RESPONSES_TOOL, completed()]) == [
+        RESP_START,
+        Delta(0, "Hi"),
+        Delta(0, " there"),
+        ToolCall(0, 0, "", id="call_12345xyz", name="get_weather"),
+        ToolCall(0, 0, '{"location":'),
+        ToolCall(0, 0, '"Paris"}'),
+        Finish(0, "tool_calls"),
+        Usage(37, 11, 48),
+        Done(),
+    ]
+
+
+def test_responses_two_function_calls_are_numbered_in_order() -> None:
+    def added(output_index: int, call_id: str) -> dict[str, Any]:
+        item = {
+            "type": "function_call",
+            "id": "fc_" + call_id,
+            "call_id": call_id,
+            "name": "f",
+            "arguments": "",
+        }
+        return {"type": "response.output_item.added", "output_index": output_index, "item": item}
+
+    def args(output_index: int, delta: str) -> dict[str, Any]:
+        return {
+            "type": "response.function_call_arguments.delta",
+            "output_index": output_index,
+            "delta": delta,
+        }
+
+    events = decode([added(3, "a"), added(5, "b"), args(5, "{}"), args(3, "{}")], close=False)
+    assert events == [
+        Start("", ""),
+        ToolCall(0, 0, "", id="a", name="f"),
+        ToolCall(0, 1, "", id="b", name="f"),
+        ToolCall(0, 1, "{}"),
+        ToolCall(0, 0, "{}"),
+    ]
+
+
+def test_responses_refusal() -> None:
+    refusal = {
+        "type": "response.refusal.delta",
+        "item_id": MSG_ID,
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "No.",
+    }
+    assert decode([RESPONSES_HEAD[0], refusal], close=False) == [RESP_START, Refusal(0, "No.")]
+
+
+def test_responses_incomplete() -> None:
+    incomplete = {
+        "type": "response.incomplete",
+        "sequence_number": 9,
+        "response": response_object(
+            "incomplete", incomplete_details={"reason": "max_output_tokens"}, usage=USAGE
+        ),
+    }
+    assert decode([*RESPONSES_HEAD, incomplete]) == [
+        RESP_START,
+        Delta(0, "Hi"),
+        Delta(0, " there"),
+        Finish(0, "length"),
+        Usage(37, 11, 48),
+        Done(),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("details", "reason"),
+    [
+        ({"reason": "content_filter"}, "content_filter"),
+        ({"reason": "something_new"}, "something_new"),
+        (None, "length"),
+    ],
+)
+def test_responses_incomplete_reasons(details: Any, reason: str) -> None:
+    incomplete = {
+        "type": "response.incomplete",
+        "response": response_object("incomplete", incomplete_details=details),
+    }
+    assert decode([RESPONSES_HEAD[0], incomplete])[-2:] == [Finish(0, reason), Done()]
+
+
+def test_responses_failed() -> None:
+    failed = {
+        "type": "response.failed",
+        "sequence_number": 6,
+        "response": response_object(
+            "failed",
+            error={"code": "server_error", "message": "The model failed to generate a response."},
+        ),
+    }
+    assert decode([*RESPONSES_HEAD[:5], failed, completed()]) == [
+        RESP_START,
+        Delta(0, "Hi"),
+        Error("The model failed to generate a response.", "server_error"),
+    ]
+
+
+def test_responses_failed_without_error_details() -> None:
+    failed = {"type": "response.failed", "response": response_object("failed")}
+    assert decode([failed]) == [Error("the upstream response failed", "upstream_error")]
+
+
+def test_responses_error_event() -> None:
+    error = {
+        "type": "error",
+        "sequence_number": 3,
+        "code": "ERR_SOMETHING",
+        "message": "Something went wrong",
+        "param": None,
+    }
+    assert decode([RESPONSES_HEAD[0], error]) == [
+        RESP_START,
+        Error("Something went wrong", "ERR_SOMETHING"),
+    ]
+
+
+def test_responses_error_event_without_code() -> None:
+    # "type": "error" is the event's name, not an error code.
+    error = {"type": "error", "code": None, "message": "Something went wrong", "param": None}
+    assert decode([error]) == [Error("Something went wrong", "upstream_error")]
+
+
+def test_responses_completed_alone_takes_id_and_model_from_the_response() -> None:
+    assert decode([completed()]) == [RESP_START, Finish(0, "stop"), Usage(37, 11, 48), Done()]
+
+
+def test_responses_delta_before_created_starts_with_empty_ids() -> None:
+    assert decode([text_delta(0, "x")], close=False) == [Start("", ""), Delta(0, "x")]
+
+
+def test_responses_end_without_completed_is_truncated() -> None:
+    assert decode(RESPONSES_HEAD) == [RESP_START, Delta(0, "Hi"), Delta(0, " there"), TRUNCATED]
+
+
+def test_responses_completed_is_terminal() -> None:
+    decoder = ChunkDecoder()
+    decoder.feed(json.dumps(completed()))
+    assert decoder.terminated
+    assert decoder.feed(json.dumps(text_delta(1, "late"))) == []
+    assert decoder.close() == []
+
+
+def test_unknown_responses_events_are_ignored() -> None:
+    unknown = [
+        {"type": "response.reasoning_summary_text.delta", "delta": "thinking"},
+        {"type": "response.web_search_call.in_progress", "output_index": 0},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {"type": "reasoning", "id": "rs_1"},
+        },
+        {"type": "response.something_new", "delta": "x"},
+    ]
+    assert decode(unknown, close=False) == []
+
+
+# --- end of stream -----------------------------------------------------------------
+
+
+def test_done_marker() -> None:
+    decoder = ChunkDecoder()
+    assert decoder.feed("[DONE]") == [Done()]
+    assert decoder.terminated
+    assert decoder.close() == []
+
+
+def test_end_after_finish_without_done_marker_is_clean() -> None:
+    assert decode(CHAT_TEXT[:-1])[-1] == Done()
+    assert decode(CHAT_N2[:-1])[-1] == Done()
+
+
+def test_end_before_finish_is_truncated() -> None:
+    assert decode(CHAT_TEXT[:4]) == [
+        START,
+        Delta(0, "Hello"),
+        Delta(0, "!"),
+        Delta(0, " How can I\nhelp?"),
+        TRUNCATED,
+    ]
+
+
+def test_n2_where_only_one_choice_finished_is_truncated() -> None:
+    events = decode(CHAT_N2[:-3])  # choice 1 finished; choice 0 did not
+    assert Finish(1, "stop") in events
+    assert events[-1] == TRUNCATED
+
+
+def test_empty_stream_is_truncated() -> None:
+    assert decode([]) == [TRUNCATED]
+
+
+def test_usage_only_is_truncated() -> None:
+    assert decode([CHAT_TEXT[5]])[-1] == TRUNCATED
+
+
+def test_close_is_idempotent() -> None:
+    decoder = ChunkDecoder()
+    assert decoder.close() == [TRUNCATED]
+    assert decoder.close() == []
+    assert decoder.feed(json.dumps(chat({"content": "x"}))) == []
+
+
+# --- malformed input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    ["hello", "", " ", "{", '{"id": 1', "[DONE", "[done]", "NaN}", "data: {}", "{'a': 1}"],
+)
+def test_non_json_is_a_protocol_error(data: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        ChunkDecoder().feed(data)
+    assert info.value.code == "upstream_invalid"
+
+
+@pytest.mark.parametrize("data", ["[]", "[1, 2]", '"text"', "1", "null", "true"])
+def test_json_that_is_not_an_object_is_a_protocol_error(data: str) -> None:
+    with pytest.raises(ProtocolError, match="not an object"):
+        ChunkDecoder().feed(data)
+
+
+def test_deeply_nested_json_is_a_protocol_error() -> None:
+    # Regression: the stdlib parser raised RecursionError, which escaped.
+    for data in ("[" * 100_000, '{"a":' * 100_000, "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(ProtocolError):
+            ChunkDecoder().feed(data)
+
+
+def test_deeply_nested_json_without_orjson_is_a_protocol_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the fast extra the stdlib parser raises RecursionError, not ValueError.
+    spec = importlib.util.spec_from_file_location("_json_without_orjson", _json.__file__)
+    assert spec is not None and spec.loader is not None
+    stdlib = importlib.util.module_from_spec(spec)
+    with mock.patch.dict(sys.modules, {"orjson": None}):
+        spec.loader.exec_module(stdlib)
+    monkeypatch.setattr(openai_module, "_json", stdlib)
+    for data in ("[" * 100_000, '{"a":' * 100_000):
+        with pytest.raises(ProtocolError):
+            ChunkDecoder().feed(data)
+    assert ChunkDecoder().feed("[DONE]") == [Done()]
+
+
+def test_escaped_lone_surrogate_is_accepted() -> None:
+    # JavaScript upstreams cut text between UTF-16 code units and JSON.stringify
+    # escapes the halves. orjson rejects them; the stdlib (and now the relay)
+    # accepts them, so it behaves the same with and without the fast extra.
+    decoder = ChunkDecoder()
+    events = decoder.feed('{"id":"x","choices":[{"index":0,"delta":{"content":"a\\ud83d"}}]}')
+    events += decoder.feed('{"id":"x","choices":[{"index":0,"delta":{"content":"\\ude00b"}}]}')
+    assert events == [Start("x", ""), Delta(0, "a\ud83d"), Delta(0, "\ude00b")]
+
+
+def test_feed_object_accepts_parsed_chunks() -> None:
+    decoder = ChunkDecoder()
+    assert decoder.feed_object(chat({"content": "x"})) == [START, Delta(0, "x")]
+
+
+# --- unknown fields and odd types never crash ---------------------------------------------
+
+
+def with_unknown_fields(obj: Any, value: Any) -> Any:
+    """A deep copy with an unknown field added to every object, at every depth."""
+    if isinstance(obj, dict):
+        out = {k: with_unknown_fields(v, value) for k, v in obj.items()}
+        out["x_unknown_field"] = copy.deepcopy(value)
+        return out
+    if isinstance(obj, list):
+        return [with_unknown_fields(v, value) for v in obj]
+    return obj
+
+
+ALL_FIXTURES = {
+    "chat": CHAT_TEXT,
+    "tools": CHAT_TOOLS,
+    "n2": CHAT_N2,
+    "azure": AZURE_STREAM,
+    "legacy": [legacy("a"), legacy("b", "stop")],
+    "responses": [*RESPONSES_HEAD, *RESPONSES_TOOL, completed()],
+}
+
+_json_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@pytest.mark.parametrize("name", list(ALL_FIXTURES))
+def test_unknown_fields_everywhere_change_nothing(name: str) -> None:
+    payloads = ALL_FIXTURES[name]
+    noisy = [
+        p if isinstance(p, str) else with_unknown_fields(p, {"nested": [1, {"deep": None}]})
+        for p in payloads
+    ]
+    assert decode(noisy) == decode(payloads)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_json_value)
+def test_unknown_field_values_of_any_type_change_nothing(value: Any) -> None:
+    for payloads in ALL_FIXTURES.values():
+        noisy = [p if isinstance(p, str) else with_unknown_fields(p, value) for p in payloads]
+        assert decode(noisy) == decode(payloads)
+
+
+_known_keys = st.sampled_from(
+    [
+        "id", "model", "object", "type", "choices", "index", "delta", "content", "refusal",
+        "tool_calls", "function_call", "function", "name", "arguments", "text", "finish_reason",
+        "usage", "prompt_tokens", "completion_tokens", "total_tokens", "error", "message", "code",
+        "status", "status_code", "response", "item", "output_index", "call_id", "incomplete_details",
+        "reason", "input_tokens", "output_tokens",
+    ]
+)  # fmt: skip
+_key = _known_keys | st.text(max_size=4)
+_type = st.sampled_from(
+    [
+        "response.created", "response.output_text.delta", "response.refusal.delta",
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.completed", "response.incomplete", "response.failed", "error", "function_call",
+    ]
+)  # fmt: skip
+_chaos = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4) | _type,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(_key, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(_key, _chaos, max_size=5), max_size=3))
+def test_objects_with_any_shape_never_crash(chunks: list[dict[str, Any]]) -> None:
+    decoder = ChunkDecoder()
+    events: list[Event] = []
+    for chunk in chunks:
+        events += decoder.feed_object(chunk)
+    events += decoder.close()
+    assert events and isinstance(events[-1], (Done, Error))
+    assert sum(isinstance(e, (Done, Error)) for e in events) == 1
+    assert sum(isinstance(e, Start) for e in events) <= 1
+    for event in events:
+        event.to_dict()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_any_text_decodes_or_raises_protocol_error(data: str) -> None:
+    try:
+        ChunkDecoder().feed(data)
+    except ProtocolError:
+        pass
+
+
+def _opt(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({}, optional=fields)
+
+
+_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=3)
+    | st.just([])
+    | st.just({})
+    | st.just([None])
+)
+_function = _opt(name=_leaf, arguments=_leaf) | _leaf
+_tool_calls = st.lists(
+    _opt(index=_leaf, id=_leaf, type=_leaf, function=_function) | _leaf, max_size=3
+)
+_delta = _opt(
+    role=_leaf,
+    content=_leaf,
+    refusal=_leaf,
+    tool_calls=_tool_calls | _leaf,
+    function_call=_function,
+)
+_choice = _opt(index=_leaf, delta=_delta | _leaf, text=_leaf, finish_reason=_leaf | st.just("stop"))
+_usage = _opt(prompt_tokens=_leaf, completion_tokens=_leaf, total_tokens=_leaf, input_tokens=_leaf)
+_err = _opt(message=_leaf, code=_leaf, type=_leaf, status=_leaf, status_code=_leaf) | _leaf
+_chat_shaped = _opt(
+    id=_leaf, model=_leaf, object=_leaf | st.just("error"), choices=st.lists(_choice | _leaf, max_size=3) | _leaf,
+    usage=_usage | _leaf, error=_err, message=_leaf, code=_leaf,
+)  # fmt: skip
+_response = _opt(
+    id=_leaf,
+    model=_leaf,
+    usage=_usage | _leaf,
+    error=_err,
+    incomplete_details=_opt(reason=_leaf) | _leaf,
+)
+_responses_shaped = st.builds(
+    lambda kind, rest: {"type": kind, **rest},
+    _type,
+    _opt(
+        delta=_leaf, output_index=_leaf, response=_response | _leaf, code=_leaf, message=_leaf,
+        item=_opt(type=_leaf | st.just("function_call"), call_id=_leaf, name=_leaf, arguments=_leaf) | _leaf,
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_chat_shaped | _responses_shaped, max_size=4))
+def test_chunks_with_the_right_skeleton_and_any_leaves_never_crash(
+    chunks: list[dict[str, Any]],
+) -> None:
+    decoder = ChunkDecoder()
+    events: list[Event] = []
+    for chunk in chunks:
+        events += decoder.feed(json.dumps(chunk))
+    events += decoder.close()
+    assert isinstance(events[-1], (Done, Error))
+    for event in events:
+        event.to_dict()
+        if isinstance(event, (Delta, Refusal)):
+            assert isinstance(event.text, str)
+            assert isinstance(event.index, int)
+        if isinstance(event, ToolCall):
+            assert isinstance(event.arguments, str) and isinstance(event.call, int)
+            assert event.id is None or isinstance(event.id, str)
+            assert event.name is None or isinstance(event.name, str)
+        if isinstance(event, Error):
+            assert isinstance(event.message, str) and isinstance(event.code, str)
+            assert event.status is None or type(event.status) is int
+        if isinstance(event, Usage):
+            assert all(
+                type(n) is int
+                for n in (event.prompt_tokens, event.completion_tokens, event.total_tokens)
+            )

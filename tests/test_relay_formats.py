@@ -1,0 +1,197 @@
+"""Format negotiation and the exact shape of each wire format, through real servers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from streamrelay import StreamRelay
+from streamrelay.testing import ServerThread, Simulator
+from wire import FORMATS, RELAY_KEY, chat_body, check_wire, fetch, mounts, parse_sse, relay_host
+
+MEDIA = {
+    "text": "text/plain; charset=utf-8",
+    "ndjson": "application/x-ndjson",
+    "sse": "text/event-stream",
+    "openai": "text/event-stream",
+}
+
+
+@pytest.fixture(scope="module")
+def relay(upstream: str) -> Iterator[str]:
+    relays = {
+        "/ai": StreamRelay(upstream, RELAY_KEY),
+        "/nd": StreamRelay(upstream, RELAY_KEY, default_format="ndjson"),
+    }
+    with ServerThread(relay_host(mounts(relays), list(relays.values()))) as server:
+        yield server.url
+
+
+def negotiated(client: httpx.Client, url: str, accept: str | None, query: str = "") -> str:
+    """The format the relay chose, told by the content type (and the body for SSE)."""
+    headers = {"accept": accept} if accept is not None else {}
+    response = client.post(
+        url + "/chat/completions" + query, json=chat_body(tokens=2), headers=headers
+    )
+    assert response.status_code == 200, response.text
+    content_type = response.headers["content-type"]
+    if content_type == "text/event-stream":  # sse and openai share it
+        return "sse" if b"\nevent: start\n" in response.content else "openai"
+    return {MEDIA["text"]: "text", MEDIA["ndjson"]: "ndjson"}[content_type]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_query_format_wins(client: httpx.Client, relay: str, fmt: str) -> None:
+    assert negotiated(client, relay + "/ai", "application/x-ndjson", f"?format={fmt}") == fmt
+
+
+@pytest.mark.parametrize(
+    ("accept", "fmt"),
+    [
+        ("text/event-stream", "sse"),
+        ("application/x-ndjson", "ndjson"),
+        ("text/plain", "text"),
+        ("application/json", "openai"),  # what OpenAI SDKs send
+        ("text/plain;q=0.5, application/x-ndjson;q=0.9", "ndjson"),
+        ("application/x-ndjson;q=0, text/plain", "text"),
+        ("application/json;q=0.2, text/event-stream;q=0.8, text/plain;q=0.5", "sse"),
+        ("image/png, text/plain;q=0.1", "text"),
+        ("*/*", "sse"),
+        ("text/plain;q=0.5, */*", "sse"),
+        ("image/png", "sse"),
+        (None, "sse"),
+    ],
+)
+def test_accept_negotiation(client: httpx.Client, relay: str, accept: str | None, fmt: str) -> None:
+    assert negotiated(client, relay + "/ai", accept) == fmt
+
+
+@pytest.mark.parametrize(
+    ("accept", "fmt"), [(None, "ndjson"), ("*/*", "ndjson"), ("text/plain", "text")]
+)
+def test_configured_default_format(
+    client: httpx.Client, relay: str, accept: str | None, fmt: str
+) -> None:
+    assert negotiated(client, relay + "/nd", accept) == fmt
+
+
+@pytest.mark.parametrize("name", ["xml", "", "SSE2", "json"])
+def test_unknown_format_gets_406_listing_the_names(
+    sim: Simulator, client: httpx.Client, relay: str, name: str
+) -> None:
+    response = client.post(
+        relay + "/ai/chat/completions", params={"format": name}, json=chat_body()
+    )
+    assert response.status_code == 406
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert error["code"] == "unsupported_format"
+    for known in FORMATS:
+        assert known in error["message"]
+    assert sim.requests == []
+
+
+def test_streams_vary_on_accept(client: httpx.Client, relay: str) -> None:
+    out = fetch(client, relay + "/ai/chat/completions", chat_body(tokens=1), fmt="sse")
+    assert "accept" in out.headers["vary"].lower()
+
+
+# Exact shapes --------------------------------------------------------------------------------
+
+TRICKY = [
+    "line one\nline two",
+    "\r\n",
+    "carriage\rreturn",
+    "\n\ndata: forged\n\n",
+    "event: error\r\ndata: {}\r\n\r\n",
+    "sep\u2028ara\u2029tors\u0085",
+    ": not a comment",
+    '"quoted" \\ backslash',
+    "東京 🚀",
+    "\x00nul",
+]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_line_breaks_in_tokens_never_break_framing(
+    sim: Simulator, client: httpx.Client, relay: str, fmt: str
+) -> None:
+    body = chat_body(pieces=TRICKY)
+    out = fetch(client, relay + "/ai/chat/completions", body, fmt=fmt)
+    check_wire(out)
+    assert out.terminal == "done"
+    assert out.content() == "".join(TRICKY) == sim.expected_text(body)
+    if fmt == "ndjson":
+        # One event per line even for tools that split lines at U+2028 and friends.
+        lines = out.raw.decode().splitlines()
+        assert [json.loads(line)["type"] for line in lines][-1] == "done"
+    if fmt == "sse":
+        assert [e["text"] for e in out.events if e["type"] == "delta"] == TRICKY
+        for line in out.raw.decode().splitlines():
+            assert line == "" or line.startswith(("id: ", "event: ", "data: ", ": "))
+
+
+def test_sse_events_are_numbered_and_typed(
+    sim: Simulator, client: httpx.Client, relay: str
+) -> None:
+    body = {**chat_body(tokens=3), "stream_options": {"include_usage": True}}
+    out = fetch(client, relay + "/ai/chat/completions", body, fmt="sse")
+    check_wire(out)
+    completion = sim.completion(body)
+    tokens = [completion["choices"][0]["message"]["content"]]
+    assert [e["type"] for e in out.events] == [
+        "start",
+        "delta",
+        "delta",
+        "delta",
+        "finish",
+        "usage",
+        "done",
+    ]
+    assert "".join(e["text"] for e in out.events if e["type"] == "delta") == tokens[0]
+    assert out.events[-2] == {"type": "usage", **completion["usage"]}
+    assert out.raw.startswith(b": stream open\n\nid: 1\nevent: start\ndata: {")
+
+
+def test_ndjson_is_one_event_per_line(sim: Simulator, client: httpx.Client, relay: str) -> None:
+    body = chat_body(tokens=2)
+    out = fetch(client, relay + "/ai/chat/completions", body, fmt="ndjson")
+    completion = sim.completion(body)
+    lines = out.raw.split(b"\n")
+    assert lines[-1] == b""
+    assert [json.loads(line) for line in lines[:-1]] == [
+        {"type": "start", "id": completion["id"], "model": "sim-1"},
+        *({"type": "delta", "index": 0, "text": e["text"]} for e in out.events[1:3]),
+        {"type": "finish", "index": 0, "reason": "stop"},
+        {"type": "done"},
+    ]
+
+
+def test_text_is_only_choice_zero_content(sim: Simulator, client: httpx.Client, relay: str) -> None:
+    body = {**chat_body(tokens=4), "n": 3, "stream_options": {"include_usage": True}}
+    out = fetch(client, relay + "/ai/chat/completions", body, fmt="text")
+    assert out.raw.decode() == sim.expected_text(body, 0)
+    assert not out.aborted
+
+
+def test_openai_format_is_the_upstream_stream(
+    sim: Simulator, client: httpx.Client, relay: str, upstream: str
+) -> None:
+    body = chat_body(tokens=3)
+    out = fetch(
+        client,
+        relay + "/ai/chat/completions",
+        body,
+        headers={"accept": "application/json"},
+        parse_as="openai",
+    )
+    check_wire(out)
+    assert out.headers["content-type"] == "text/event-stream"
+    with client.stream("POST", upstream + "/chat/completions", json=body) as direct:
+        reference = b"".join(direct.iter_raw())
+    # Byte for byte, apart from the opening comment.
+    assert out.raw == b": stream open\n\n" + reference
+    assert [e.data for e in parse_sse(out.raw).events][-1] == "[DONE]"
