@@ -83,6 +83,8 @@ class StreamAborted(StreamRelayError):
 
 
 _READING, _SENDING = 0, 1
+_SHUTDOWN_SEND_TIMEOUT = 1.0
+"""How long a stopping server's stream may take to send its ``shutdown`` error."""
 
 
 async def run_stream(
@@ -213,11 +215,17 @@ class _Stream:
             # Always a body message, even empty: some servers hold headers until one.
             await self.write(self.encoder.preamble())
             tg.start_soon(self.watchdog)
-            with anyio.CancelScope() as self.pump_scope:
-                await self.pump(source)
-            # Stop the watchdog first: a heartbeat after the final message is illegal.
-            self.watch_scope.cancel()
-            await self.finish()
+            try:
+                with anyio.CancelScope() as self.pump_scope:
+                    await self.pump(source)
+                # Stop the watchdog first: a heartbeat after the final message is illegal.
+                self.watch_scope.cancel()
+                await self.finish()
+            except anyio.get_cancelled_exc_class():
+                # Cancelled from outside, before the end: the server is stopping.
+                if not self.disconnected and self.outcome == "open":
+                    await self.shut_down()
+                raise
         finally:
             if source is not None:
                 complete = self.transcoder.terminated and self.transcoder.error is None
@@ -281,6 +289,25 @@ class _Stream:
         else:
             self.outcome = "done"
         await self._send_body(b"", more_body=False)
+
+    async def shut_down(self) -> None:
+        """End the stream with a ``shutdown`` error event: the server cancelled us.
+
+        Servers cancel the open responses once their graceful-shutdown period is
+        over (uvicorn's ``--timeout-graceful-shutdown``, hypercorn's
+        ``graceful_timeout``) while the connection is still open, so the client
+        can still learn why its answer stops here instead of seeing a cut.
+        """
+        self.watch_scope.cancel()
+        self.outcome = "error:shutdown"
+        out = self.transcoder.fail(Error("the server is shutting down", "shutdown"))
+        if self.encoder.aborts_on_error:
+            self.abort = "the server is shutting down"
+            return
+        with anyio.move_on_after(_SHUTDOWN_SEND_TIMEOUT, shield=True):
+            if self.beating is None:  # else the heartbeat's send was cut mid-way
+                await self._send_raw(out, True)
+                await self._send_raw(b"", False)
 
     async def write(self, body: bytes) -> None:
         self.phase = _SENDING
