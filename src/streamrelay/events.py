@@ -2,7 +2,9 @@
 
 Every upstream dialect (chat.completions chunks, Responses API events, plain text)
 is decoded into this small vocabulary. The ``ndjson`` and ``sse`` formats carry
-exactly these objects, serialized by :meth:`to_dict`.
+exactly these objects, serialized by :meth:`to_dict`. They are plain slotted
+dataclasses, not frozen ones: one is built per token, and a frozen dataclass's
+``__init__`` costs four times as much. Treat them as values all the same.
 
 >>> Delta(index=0, text="Hi").to_dict()
 {'type': 'delta', 'index': 0, 'text': 'Hi'}
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Start:
     """The stream began: the first upstream chunk's ``id`` and ``model``."""
 
@@ -38,7 +40,7 @@ class Start:
         return {"type": "start", "id": self.id, "model": self.model}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delta:
     """A piece of content text for choice ``index``."""
 
@@ -50,7 +52,7 @@ class Delta:
         return {"type": "delta", "index": self.index, "text": self.text}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Refusal:
     """A piece of refusal text for choice ``index``."""
 
@@ -62,7 +64,7 @@ class Refusal:
         return {"type": "refusal", "index": self.index, "text": self.text}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCall:
     """A fragment of tool call ``call`` in choice ``index``.
 
@@ -87,7 +89,7 @@ class ToolCall:
         return d
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """Choice ``index`` ended, with OpenAI's ``finish_reason`` (``stop``, ``length``, ...)."""
 
@@ -99,7 +101,7 @@ class Finish:
         return {"type": "finish", "index": self.index, "reason": self.reason}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """Token accounting, from the upstream's usage chunk."""
 
@@ -117,7 +119,7 @@ class Usage:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Error:
     """The stream failed (terminal). ``code`` is machine-readable, ``status`` the upstream's if any.
 
@@ -138,7 +140,7 @@ class Error:
         return d
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Done:
     """The stream ended cleanly (terminal). Its absence means the stream was cut."""
 

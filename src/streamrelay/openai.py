@@ -25,6 +25,7 @@ from .events import Delta, Done, Error, Event, Finish, Refusal, Start, ToolCall,
 
 __all__ = ["ChunkDecoder"]
 
+_EMPTY: dict[str, Any] = {}
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
@@ -129,6 +130,8 @@ class ChunkDecoder:
             content = delta.get("content")
             if content and isinstance(content, str):
                 events.append(Delta(index, content))
+                if len(delta) == 1:  # the usual token chunk: nothing else to look for
+                    delta = _EMPTY
             refusal = delta.get("refusal")
             if refusal and isinstance(refusal, str):
                 events.append(Refusal(index, refusal))

@@ -24,7 +24,7 @@ DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerSentEvent:
     """One dispatched event. ``event`` defaults to ``"message"`` as in the spec."""
 
@@ -100,6 +100,19 @@ class SSEDecoder:
             self._pending_cr = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
+        elif (
+            chunk.endswith(b"\n\n")
+            and not self._partial
+            and not self._data
+            and not self._event
+            and self._retry is None
+            and len(chunk) <= self._max
+            and b"\r" not in chunk
+        ):
+            # What upstreams send almost always: whole ``data: ...`` events.
+            whole = self._whole_data_events(chunk)
+            if whole is not None:
+                return whole
         if b"\r" in chunk:
             self._pending_cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -154,6 +167,22 @@ class SSEDecoder:
         if tail:
             self._partial.append(tail)
             self._partial_size = len(tail)
+        return events
+
+    def _whole_data_events(self, chunk: bytes) -> list[ServerSentEvent] | None:
+        """Events of a chunk made only of ``data: <one line>`` events, else ``None``
+        (then nothing has changed and the general path takes the chunk)."""
+        parts = chunk.split(b"\n\n")
+        parts.pop()  # the empty remainder after the last event
+        events = []
+        for part in parts:
+            if not part.startswith(b"data: ") or b"\n" in part:
+                return None
+            try:
+                data = part[6:].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            events.append(ServerSentEvent(data, "message", self._last_id, None))
         return events
 
     def close(self) -> list[ServerSentEvent]:

@@ -14,11 +14,13 @@ another host).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from typing import Any, Literal
+from typing import Literal
 
+import aiohttp
 import httpx
 
 from ._version import __version__
@@ -82,7 +84,7 @@ class UpstreamClient:
             base[name.lower()] = value
         self._headers = base
         self._owned_httpx: httpx.AsyncClient | None = None
-        self._sessions: dict[int, Any] = {}  # aiohttp sessions, one per event loop
+        self._sessions: dict[int, aiohttp.ClientSession] = {}  # one per event loop
         self._closers: list[AsyncGenerator[None, None]] = []
 
     def __repr__(self) -> str:  # never shows the key
@@ -119,26 +121,14 @@ class UpstreamClient:
         if self._transport == "httpx":
             return False
         try:
-            import asyncio
-
             asyncio.get_running_loop()
         except RuntimeError:  # trio: aiohttp needs asyncio
-            return False
-        if self._transport == "aiohttp":
-            return True
-        try:
-            import aiohttp  # noqa: F401
-        except ImportError:  # pragma: no cover - aiohttp is a dependency
             return False
         return True
 
     # aiohttp ----------------------------------------------------------------
 
     async def _open_aiohttp(self, url: str, body: bytes, headers: dict[str, str]) -> Source:
-        import asyncio
-
-        import aiohttp
-
         session = await self._session()
         try:
             response = await session.post(
@@ -161,11 +151,7 @@ class UpstreamClient:
             _check_streaming(content_type, response.status)
         return await from_aiohttp(response)
 
-    async def _session(self) -> Any:
-        import asyncio
-
-        import aiohttp
-
+    async def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         session = self._sessions.get(id(loop))
         if session is None or session.closed:
@@ -231,7 +217,7 @@ class UpstreamClient:
         return self._owned_httpx
 
 
-async def _close_at_loop_shutdown(session: Any) -> AsyncGenerator[None, None]:
+async def _close_at_loop_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
