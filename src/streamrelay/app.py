@@ -7,24 +7,26 @@ import inspect
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
 from importlib import resources
 from typing import Any, Literal
 
+import anyio
 import httpx
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from . import _http, _json
-from .errors import ConfigurationError, RequestRejected, UnsupportedFormat
+from .errors import ConfigurationError, RequestRejected, UnsupportedFormat, UpstreamStatusError
 from .formats import FORMATS, encoder_for
 from .negotiation import format_param, negotiate
 from .pipeline import StreamSettings, run_stream
 from .sse import DEFAULT_MAX_EVENT_BYTES
 from .upstream import UpstreamClient, resolve_upstream
 
-__all__ = ["PrepareHook", "StreamRelay"]
+__all__ = ["PrepareHook", "PrincipalHook", "StreamRelay"]
 
 logger = logging.getLogger("streamrelay")
 
@@ -33,6 +35,14 @@ PrepareHook = Callable[
 ]
 """``prepare(request, body)``: return a new body (or ``None`` to keep it), or raise
 :class:`~streamrelay.RequestRejected` to refuse the request. May be sync or async."""
+
+PrincipalHook = Callable[[Request, dict[str, Any]], "Hashable | None"]
+"""``principal(request, body)``: who a request belongs to, for ``max_streams_per_principal``
+(``None``: not limited). The default is the client's IP address."""
+
+REDACTED = b"[redacted]"
+"""What replaces the API key (and other secret upstream header values) in upstream bytes."""
+_SECRET_HEADER_WORDS = ("authorization", "key", "token", "secret")
 
 _STATIC = {
     "/streamrelay.js": ("streamrelay.js", b"text/javascript; charset=utf-8"),
@@ -73,6 +83,13 @@ class StreamRelay:
         transport: ``"auto"`` (aiohttp under asyncio), ``"aiohttp"`` or ``"httpx"``.
         upstream_headers: extra headers for every upstream call (e.g. Azure's ``api-key``).
         forward_headers: client header names copied upstream (never auth or cookies).
+        body_timeout: seconds to receive the whole request body (then 408).
+        max_header_bytes: largest total size of the request's header names and
+            values (then 431; some servers, like uvicorn with httptools, set none).
+        max_streams_per_principal: concurrent streams one principal may hold
+            (then 429); counted per process.
+        principal: ``principal(request, body)`` names the principal (default:
+            the client's IP address); ``None`` exempts the request.
     """
 
     def __init__(
@@ -95,6 +112,10 @@ class StreamRelay:
         transport: Literal["auto", "aiohttp", "httpx"] = "auto",
         upstream_headers: Mapping[str, str] | None = None,
         forward_headers: Iterable[str] = (),
+        body_timeout: float | None = 30.0,
+        max_header_bytes: int = 32 * 1024,
+        max_streams_per_principal: int | None = None,
+        principal: PrincipalHook | None = None,
     ) -> None:
         if default_format not in FORMATS:
             raise ConfigurationError(
@@ -104,6 +125,12 @@ class StreamRelay:
             raise ConfigurationError("max_body_bytes must be positive")
         if max_tokens is not None and max_tokens <= 0:
             raise ConfigurationError("max_tokens must be positive")
+        if body_timeout is not None and not body_timeout > 0:
+            raise ConfigurationError("body_timeout must be a positive number of seconds or None")
+        if max_header_bytes <= 0:
+            raise ConfigurationError("max_header_bytes must be positive")
+        if max_streams_per_principal is not None and max_streams_per_principal <= 0:
+            raise ConfigurationError("max_streams_per_principal must be positive")
         if client is not None and not isinstance(client, httpx.AsyncClient):
             raise ConfigurationError("client must be an httpx.AsyncClient")
         self.default_format = default_format
@@ -118,9 +145,28 @@ class StreamRelay:
         self.allowed_models = frozenset(allowed_models) if allowed_models is not None else None
         self.max_tokens = max_tokens
         self.prepare = prepare
+        self.body_timeout = body_timeout
+        self.max_header_bytes = max_header_bytes
+        self.max_streams_per_principal = max_streams_per_principal
+        self.principal: PrincipalHook = principal or _client_address
+        self._streams: Counter[Hashable] = Counter()
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        # Upstream bytes never carry the key to a client (OpenAI's 401 quotes it).
+        self._secrets = tuple(
+            secret.encode()
+            for secret in (
+                key,
+                *(
+                    value
+                    for name, value in (upstream_headers or {}).items()
+                    if any(word in name.lower() for word in _SECRET_HEADER_WORDS)
+                ),
+            )
+            if secret and len(secret) >= 8
+        )
         self.upstream = UpstreamClient(
             resolve_upstream(upstream),
-            api_key if api_key is not None else os.environ.get("OPENAI_API_KEY"),
+            key,
             client=client,
             transport=transport,
             connect_timeout=connect_timeout,
@@ -161,6 +207,14 @@ class StreamRelay:
             )
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_header_bytes:
+            await _http.send_error(
+                send,
+                431,
+                f"the request headers exceed {self.max_header_bytes} bytes",
+                code="request_headers_too_large",
+            )
+            return
         request = Request(scope)
         try:
             fmt = negotiate(
@@ -185,21 +239,51 @@ class StreamRelay:
         encoder = encoder_for(fmt)
         client_headers = request.headers.items()
 
+        secrets = self._secrets
+
         async def open_source() -> Any:
-            return await self.upstream.open("/chat/completions", payload, client_headers)
+            try:
+                source = await self.upstream.open("/chat/completions", payload, client_headers)
+            except UpstreamStatusError as exc:
+                exc.body = _redact(exc.body, secrets)
+                exc.headers = [(k, _redact(v.encode(), secrets).decode()) for k, v in exc.headers]
+                raise
+            if secrets and source.kind == "sse":
+                source.items = _redacting(source.items, secrets)
+            return source
 
         async def wait_disconnect() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        await run_stream(
-            send,
-            open_source=open_source,
-            wait_disconnect=wait_disconnect,
-            encoder=encoder,
-            settings=self.settings,
-            headers=((b"vary", b"accept"),),
-        )
+        principal = None
+        if self.max_streams_per_principal is not None:
+            principal = self.principal(request, body)
+            if principal is not None:
+                if self._streams[principal] >= self.max_streams_per_principal:
+                    await _http.send_error(
+                        send,
+                        429,
+                        f"at most {self.max_streams_per_principal} concurrent streams per client",
+                        code="too_many_streams",
+                        headers=[("retry-after", "1")],
+                    )
+                    return
+                self._streams[principal] += 1
+        try:
+            await run_stream(
+                send,
+                open_source=open_source,
+                wait_disconnect=wait_disconnect,
+                encoder=encoder,
+                settings=self.settings,
+                headers=((b"vary", b"accept"),),
+            )
+        finally:
+            if principal is not None:
+                self._streams[principal] -= 1
+                if self._streams[principal] <= 0:
+                    del self._streams[principal]
 
     async def _read_request(self, request: Request, receive: Receive) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "application/json")
@@ -211,9 +295,17 @@ class StreamRelay:
                 code="unsupported_media_type",
             )
         length = request.headers.get("content-length")
-        raw = await _http.read_body(
-            receive, self.max_body_bytes, int(length) if length and length.isdigit() else None
-        )
+        raw = b""
+        with anyio.move_on_after(_or_inf(self.body_timeout)) as reading:
+            raw = await _http.read_body(
+                receive, self.max_body_bytes, int(length) if length and length.isdigit() else None
+            )
+        if reading.cancelled_caught:
+            raise RequestRejected(
+                408,
+                f"the request body did not arrive within {self.body_timeout}s",
+                code="request_timeout",
+            )
         try:
             parsed: Any = _json.loads(raw)
         except ValueError:
@@ -265,6 +357,65 @@ class StreamRelay:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _or_inf(value: float | None) -> float:
+    return float("inf") if value is None else value
+
+
+def _client_address(request: Request, body: dict[str, Any]) -> Hashable | None:
+    return request.client.host if request.client is not None else None
+
+
+def _redact(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
+    for secret in secrets:
+        if secret in data:
+            data = data.replace(secret, REDACTED)
+    return data
+
+
+async def _redacting(
+    items: AsyncIterator[bytes], secrets: tuple[bytes, ...]
+) -> AsyncIterator[bytes]:
+    """Upstream SSE bytes with every secret replaced, even one split across reads.
+
+    Only a read's tail that could begin a secret is held back until the next
+    read; event streams end their reads with a line break, so nothing is
+    delayed in practice. (An async generator: the cheapest wrapper per read.)
+    """
+    carry = b""
+    try:
+        async for chunk in items:
+            if type(chunk) is not bytes:
+                chunk = bytes(chunk)
+            if not carry and chunk.endswith(b"\n"):
+                # The usual read, ending a line: no secret (a header value, so free
+                # of line breaks) can continue into the next read.
+                yield _redact(chunk, secrets)
+                continue
+            data = _redact(carry + chunk, secrets)
+            hold = max(_pending_prefix(data, secret) for secret in secrets)
+            data, carry = (data[:-hold], data[-hold:]) if hold else (data, b"")
+            if data:
+                yield data
+        if carry:
+            yield carry
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _pending_prefix(data: bytes, secret: bytes) -> int:
+    """The length of the longest tail of ``data`` that is a proper prefix of ``secret``."""
+    first = secret[:1]
+    start = max(len(data) - len(secret) + 1, 0)
+    at = data.find(first, start)
+    while at != -1:
+        if secret.startswith(data[at:]):
+            return len(data) - at
+        at = data.find(first, at + 1)
+    return 0
 
 
 def _cap_tokens(body: dict[str, Any], cap: int) -> None:

@@ -143,15 +143,15 @@ class UpstreamClient:
     async def _open_aiohttp(self, url: str, body: bytes, headers: dict[str, str]) -> Source:
         session = await self._session()
         try:
-            response = await session.post(
-                url,
-                data=body,
-                headers=headers,
-                allow_redirects=False,
-                auto_decompress=False,
-                proxy=self._proxy,
-                proxy_headers=self._proxy_headers,
-            )
+            try:
+                response = await self._post(session, url, body, headers)
+            except aiohttp.ClientConnectorError:
+                raise  # no connection at all: nothing to retry
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                # A pooled keep-alive connection the upstream closed as we reused it
+                # (servers close idle ones: uvicorn after 5 s). Nothing was answered,
+                # so one retry on a new connection is safe; httpx does the same.
+                response = await self._post(session, url, body, headers)
         except aiohttp.ClientConnectorDNSError as exc:
             raise _dns_error(url) from exc
         except aiohttp.ClientConnectorError as exc:
@@ -168,6 +168,19 @@ class UpstreamClient:
             response.close()
             _check_streaming(content_type, response.status)
         return await from_aiohttp(response)
+
+    async def _post(
+        self, session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        return await session.post(
+            url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            auto_decompress=False,
+            proxy=self._proxy,
+            proxy_headers=self._proxy_headers,
+        )
 
     async def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
