@@ -1142,3 +1142,85 @@ def test_chunks_with_the_right_skeleton_and_any_leaves_never_crash(
                 type(n) is int
                 for n in (event.prompt_tokens, event.completion_tokens, event.total_tokens)
             )
+
+
+# The token fast path ------------------------------------------------------------------------
+
+_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 3), st.text(max_size=5), st.just("error")
+)
+_delta = st.dictionaries(
+    st.sampled_from(["content", "role", "refusal", "tool_calls"]), _values, max_size=3
+)
+_choice = st.dictionaries(
+    st.sampled_from(["index", "delta", "finish_reason", "text", "logprobs"]),
+    st.one_of(_values, _delta),
+    max_size=5,
+)
+_chunk = st.dictionaries(
+    st.sampled_from(["id", "object", "model", "choices", "usage", "error", "type", "created"]),
+    st.one_of(_values, st.lists(st.one_of(_choice, _values), max_size=2), _delta),
+    max_size=6,
+)
+
+
+_token_delta = st.one_of(
+    st.fixed_dictionaries({"content": st.text(min_size=1, max_size=5)}), _delta
+)
+_token_chunk = st.fixed_dictionaries(
+    {
+        "choices": st.lists(
+            st.fixed_dictionaries(
+                {"delta": _token_delta},
+                optional={
+                    "index": st.one_of(st.integers(0, 3), _values),
+                    "finish_reason": _values,
+                    "logprobs": _values,
+                },
+            ),
+            min_size=1,
+            max_size=2,
+        )
+    },
+    optional={"id": _values, "object": _values, "usage": _values, "error": _values},
+)
+
+
+@given(st.lists(st.one_of(_chunk, _token_chunk), max_size=6))
+def test_the_token_fast_path_decodes_as_feed_object_does(chunks: list[dict[str, Any]]) -> None:
+    """Wherever ``token`` accepts a chunk, it gives what ``feed_object`` gives, and leaves
+    the decoder in the same state (so the stream ends the same way)."""
+    fast, general = ChunkDecoder(), ChunkDecoder()
+    start = {"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+    assert fast.feed_object(start) == general.feed_object(start)
+    for chunk in chunks:
+        expected = general.feed_object(copy.deepcopy(chunk))
+        token = fast.token(chunk)
+        if token is None:
+            assert fast.feed_object(chunk) == expected
+        else:
+            assert [token] == expected
+    assert fast.close() == general.close()
+
+
+def test_the_token_fast_path_takes_the_usual_chunk() -> None:
+    decoder = ChunkDecoder()
+    decoder.feed_object({"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant"}}]})
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "system_fingerprint": None,
+        "choices": [
+            {"index": 0, "delta": {"content": "Hi"}, "logprobs": None, "finish_reason": None}
+        ],
+    }
+    assert decoder.token(chunk) == Delta(0, "Hi")
+    assert decoder.token({**chunk, "usage": {"total_tokens": 1}}) is None
+    assert (
+        decoder.token(
+            {**chunk, "choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}]}
+        )
+        is None
+    )

@@ -82,6 +82,19 @@ class SSEDecoder:
         return self._error
 
     @property
+    def idle(self) -> bool:
+        """Between events with nothing pending: the next byte starts a new event."""
+        return (
+            self._bom_checked
+            and not self._partial
+            and not self._pending_cr
+            and not self._data
+            and not self._event
+            and self._retry is None
+            and self._error is None
+        )
+
+    @property
     def last_event_id(self) -> str | None:
         """The last ``id`` field seen, as the spec's "last event ID buffer"."""
         return self._last_id

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from . import _json
 from .errors import ProtocolError
 from .events import Delta, Done, Error, Event, Finish, Start
 from .formats import Encoder
@@ -33,11 +34,21 @@ class Transcoder:
     caller stops reading upstream at that point.
     """
 
-    __slots__ = ("_chunks", "_sse", "_text_started", "encoder", "error", "events_out", "terminated")
+    __slots__ = (
+        "_chunks",
+        "_max_event_bytes",
+        "_sse",
+        "_text_started",
+        "encoder",
+        "error",
+        "events_out",
+        "terminated",
+    )
 
     def __init__(self, encoder: Encoder, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.encoder = encoder
         self._sse = SSEDecoder(max_event_bytes=max_event_bytes)
+        self._max_event_bytes = max_event_bytes
         self._chunks = ChunkDecoder()
         self._text_started = False
         self.terminated = False
@@ -48,6 +59,10 @@ class Transcoder:
         """Upstream OpenAI SSE bytes, split anywhere."""
         if self.terminated:
             return b""
+        if data.startswith(b"data: {") and data.endswith(b"\n\n") and self._sse.idle:
+            token = self._token(data)
+            if token is not None:
+                return token
         try:
             messages = self._sse.feed(data)
         except ProtocolError as exc:
@@ -69,6 +84,25 @@ class Transcoder:
             if error is not None:
                 out.append(self.fail(Error(str(error), error.code)))
         return out[0] if len(out) == 1 else b"".join(out)
+
+    def _token(self, data: bytes) -> bytes | None:
+        """One read holding exactly one ordinary token event, encoded without the
+        general decoders; ``None`` when the read needs them (nothing has changed)."""
+        payload = data[6:-2]
+        if b"\n" in payload or b"\r" in payload or len(data) > self._max_event_bytes:
+            return None
+        try:
+            obj = _json.loads(payload)  # bytes: invalid UTF-8 raises here too
+        except (ValueError, RecursionError):
+            return None
+        if type(obj) is not dict:
+            return None
+        delta = self._chunks.token(obj)
+        if delta is None:
+            return None
+        self.events_out += 1
+        encoder = self.encoder
+        return encoder.encode([delta], payload.decode() if encoder.wants_raw else None)
 
     def feed_object(self, chunk: Mapping[str, Any], raw: str | None = None) -> bytes:
         """One parsed chunk (e.g. from the openai SDK), with its JSON text if known."""
