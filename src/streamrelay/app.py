@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import json
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
@@ -296,7 +297,8 @@ class StreamRelay:
             )
         length = request.headers.get("content-length")
         raw = b""
-        with anyio.move_on_after(_or_inf(self.body_timeout)) as reading:
+        timeout = math.inf if self.body_timeout is None else self.body_timeout
+        with anyio.move_on_after(timeout) as reading:
             raw = await _http.read_body(
                 receive, self.max_body_bytes, int(length) if length and length.isdigit() else None
             )
@@ -357,10 +359,6 @@ class StreamRelay:
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-def _or_inf(value: float | None) -> float:
-    return float("inf") if value is None else value
 
 
 def _client_address(request: Request, body: dict[str, Any]) -> Hashable | None:

@@ -25,7 +25,6 @@ from .events import Delta, Done, Error, Event, Finish, Refusal, Start, ToolCall,
 
 __all__ = ["ChunkDecoder"]
 
-_EMPTY: dict[str, Any] = {}
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
@@ -67,6 +66,10 @@ class ChunkDecoder:
         """Decode one parsed chunk (a dict, e.g. from the openai SDK's ``model_dump()``)."""
         if self.terminated:
             return []
+        token = self.token(obj)
+        return [token] if token is not None else self._decode(obj)
+
+    def _decode(self, obj: Mapping[str, Any]) -> list[Event]:
         error = _error_of(obj)
         if error is not None:
             self.terminated = True
@@ -78,9 +81,10 @@ class ChunkDecoder:
 
     def token(self, obj: Mapping[str, Any]) -> Delta | None:
         """The :class:`Delta` of the usual mid-stream chunk, one choice with only
-        content, else ``None``: then :meth:`feed_object` must take ``obj``.
+        content, else ``None`` (and nothing has changed).
 
-        For such a chunk it gives what :meth:`feed_object` would, with far less work.
+        :meth:`feed_object` tries it first: most chunks are such tokens, and this
+        decodes them with far less work than the general path.
         """
         if not self._started or self.terminated or len(obj) > 8:
             return None
@@ -158,8 +162,6 @@ class ChunkDecoder:
             content = delta.get("content")
             if content and isinstance(content, str):
                 events.append(Delta(index, content))
-                if len(delta) == 1:  # the usual token chunk: nothing else to look for
-                    delta = _EMPTY
             refusal = delta.get("refusal")
             if refusal and isinstance(refusal, str):
                 events.append(Refusal(index, refusal))

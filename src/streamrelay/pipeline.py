@@ -355,15 +355,12 @@ class _Stream:
             assert self.outer is not None
             self.outer.cancel()
 
-    async def watchdog(self) -> None:
-        """Heartbeats and the idle/send timeouts, from one task that sleeps to the next deadline."""
-        await self._watch()
-
     def stop_watchdog(self) -> None:
         """The watchdog returns at once, or after the heartbeat it is sending."""
         self.watchdog_done.set()
 
-    async def _watch(self) -> None:
+    async def watchdog(self) -> None:
+        """Heartbeats and the idle/send timeouts, from one task that sleeps to the next deadline."""
         s = self.settings
         idle = s.idle_timeout
         beat = s.heartbeat if self.encoder.heartbeat() else None

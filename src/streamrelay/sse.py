@@ -114,13 +114,7 @@ class SSEDecoder:
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
         elif (
-            chunk.endswith(b"\n\n")
-            and not self._partial
-            and not self._data
-            and not self._event
-            and self._retry is None
-            and len(chunk) <= self._max
-            and b"\r" not in chunk
+            chunk.endswith(b"\n\n") and self.idle and len(chunk) <= self._max and b"\r" not in chunk
         ):
             # What upstreams send almost always: whole ``data: ...`` events.
             whole = self._whole_data_events(chunk)

@@ -60,9 +60,9 @@ class Transcoder:
         if self.terminated:
             return b""
         if data.startswith(b"data: {") and data.endswith(b"\n\n") and self._sse.idle:
-            token = self._token(data)
-            if token is not None:
-                return token
+            whole = self._one_event(data)
+            if whole is not None:
+                return whole
         try:
             messages = self._sse.feed(data)
         except ProtocolError as exc:
@@ -85,24 +85,21 @@ class Transcoder:
                 out.append(self.fail(Error(str(error), error.code)))
         return out[0] if len(out) == 1 else b"".join(out)
 
-    def _token(self, data: bytes) -> bytes | None:
-        """One read holding exactly one ordinary token event, encoded without the
-        general decoders; ``None`` when the read needs them (nothing has changed)."""
+    def _one_event(self, data: bytes) -> bytes | None:
+        """The usual read, one whole ``data: {...}`` event, without building SSE
+        objects; ``None`` (with nothing changed) when it needs the general path,
+        which then reports whatever is wrong with it."""
         payload = data[6:-2]
         if b"\n" in payload or b"\r" in payload or len(data) > self._max_event_bytes:
             return None
         try:
-            obj = _json.loads(payload)  # bytes: invalid UTF-8 raises here too
+            text = payload.decode("utf-8")
+            obj = _json.loads(text)
         except (ValueError, RecursionError):
             return None
         if type(obj) is not dict:
             return None
-        delta = self._chunks.token(obj)
-        if delta is None:
-            return None
-        self.events_out += 1
-        encoder = self.encoder
-        return encoder.encode([delta], payload.decode() if encoder.wants_raw else None)
+        return self._encode(self._chunks.feed_object(obj), text)
 
     def feed_object(self, chunk: Mapping[str, Any], raw: str | None = None) -> bytes:
         """One parsed chunk (e.g. from the openai SDK), with its JSON text if known."""
