@@ -85,15 +85,20 @@ def build_app(factory: str, upstream: str) -> ASGIApp:
 # --- streamrelay --------------------------------------------------------------------------
 
 
-def streamrelay_app(upstream: str) -> ASGIApp:
+def streamrelay_app(upstream: str, transport: Any = "auto") -> ASGIApp:
     """streamrelay mounted at ``/v1``, as its README shows; the format comes from ``?format=``."""
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
     from streamrelay import StreamRelay
 
-    relay = StreamRelay(upstream=upstream, api_key="bench", heartbeat=None)
+    relay = StreamRelay(upstream=upstream, api_key="bench", heartbeat=None, transport=transport)
     return Starlette(routes=[Mount("/v1", app=relay)])
+
+
+def streamrelay_aiohttp_app(upstream: str) -> ASGIApp:
+    """The same on the aiohttp transport: what the native transport saves."""
+    return streamrelay_app(upstream, "aiohttp")
 
 
 # --- the raw-socket floor ---------------------------------------------------------------
@@ -353,6 +358,14 @@ RELAYS: tuple[Relay, ...] = (
     Relay("httpx", "httpx passthrough", "peer", "bench.relays:httpx_app", requires=("httpx",)),
     Relay(
         "aiohttp", "aiohttp passthrough", "extra", "bench.relays:aiohttp_app", requires=("aiohttp",)
+    ),
+    Relay(
+        "streamrelay-ndjson-aiohttp",
+        "streamrelay ndjson on the aiohttp transport",
+        "extra",
+        "bench.relays:streamrelay_aiohttp_app",
+        "?format=ndjson",
+        ("streamrelay", "aiohttp"),
     ),
     Relay(
         "core-on-floor",

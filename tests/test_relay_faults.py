@@ -147,6 +147,7 @@ def relay(upstream: str) -> Iterator[str]:
         "heartbeat": None,
     }
     relays = {
+        "/native": StreamRelay(upstream, transport="native", **settings),
         "/aiohttp": StreamRelay(upstream, transport="aiohttp", **settings),
         "/httpx": StreamRelay(upstream, transport="httpx", **settings),
         "/client": StreamRelay(upstream, client=user_client, **settings),
@@ -234,7 +235,7 @@ def run_case(
     sim: Simulator, client: httpx.Client, upstream: str, url: str, fmt: str, case: Case
 ) -> Outcome:
     body = {**chat_body(**case.simulator), **case.body}
-    out = fetch(client, url + (case.mount or "/aiohttp") + "/chat/completions", body, fmt=fmt)
+    out = fetch(client, url + (case.mount or "/native") + "/chat/completions", body, fmt=fmt)
     check_case(sim, client, upstream, case, body, out)
     if fmt == "openai" and case.end == "error":
         check_openai_prefix(client, upstream, case, body, out)
@@ -263,7 +264,7 @@ TRANSPORT_CASES = [
 
 @pytest.mark.parametrize("name", TRANSPORT_CASES)
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "openai"])
-@pytest.mark.parametrize("transport", ["/httpx", "/client"])
+@pytest.mark.parametrize("transport", ["/aiohttp", "/httpx", "/client"])
 def test_fault_matrix_other_transports(
     sim: Simulator,
     client: httpx.Client,
@@ -278,7 +279,7 @@ def test_fault_matrix_other_transports(
 
 
 @pytest.mark.parametrize("name", ["stall", "stall_headers"])
-@pytest.mark.parametrize("transport", ["/httpx", "/client"])
+@pytest.mark.parametrize("transport", ["/aiohttp", "/httpx", "/client"])
 def test_timeouts_other_transports(
     sim: Simulator, client: httpx.Client, upstream: str, relay: str, transport: str, name: str
 ) -> None:

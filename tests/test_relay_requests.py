@@ -56,6 +56,7 @@ def relay(upstream: str) -> Iterator[str]:
         "/async": StreamRelay(upstream, RELAY_KEY, prepare=prepare_async),
         "/models": StreamRelay(upstream, RELAY_KEY, allowed_models=["sim-1", "sim-2"]),
         "/capped": StreamRelay(upstream, RELAY_KEY, max_tokens=5),
+        "/dead-native": StreamRelay(dead, RELAY_KEY, transport="native"),
         "/dead-aiohttp": StreamRelay(dead, RELAY_KEY, transport="aiohttp"),
         "/dead-httpx": StreamRelay(dead, RELAY_KEY, transport="httpx"),
         "/slow": StreamRelay(upstream, RELAY_KEY, first_byte_timeout=0.5),
@@ -167,7 +168,7 @@ def test_trailing_slash_is_tolerated(client: httpx.Client, relay: str) -> None:
     assert out.terminal == "done"
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
 def test_unreachable_upstream_gets_502(client: httpx.Client, relay: str, transport: str) -> None:
     out = fetch(client, relay + f"/dead-{transport}/chat/completions", chat_body(), fmt="sse")
     error = error_of(out, 502, "upstream_unreachable")

@@ -33,7 +33,7 @@ from wire import (
     relay_host,
 )
 
-TRANSPORTS = ["/ai", "/ai-httpx", "/ai-client"]
+TRANSPORTS = ["/ai", "/ai-aiohttp", "/ai-httpx", "/ai-client"]
 
 
 def make_relays(upstream: str) -> dict[str, Any]:
@@ -41,6 +41,7 @@ def make_relays(upstream: str) -> dict[str, Any]:
     quiet: dict[str, Any] = {"api_key": RELAY_KEY, "heartbeat": None}
     return {
         "/ai": StreamRelay(upstream, **quiet),
+        "/ai-aiohttp": StreamRelay(upstream, transport="aiohttp", **quiet),
         "/ai-httpx": StreamRelay(upstream, transport="httpx", **quiet),
         "/ai-client": StreamRelay(upstream, client=user_client, **quiet),
         "/beat": StreamRelay(upstream, RELAY_KEY, heartbeat=0.1, idle_timeout=10),

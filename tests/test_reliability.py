@@ -47,7 +47,7 @@ from wire import (
     relay_host,
 )
 
-TRANSPORTS = ("aiohttp", "httpx")
+TRANSPORTS = ("native", "aiohttp", "httpx")
 
 
 # Hostile upstreams ---------------------------------------------------------------------------
@@ -315,7 +315,7 @@ class _OneShotUpstream:
         asyncio.run(main())
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_stale_pooled_connection_is_not_a_502(client: httpx.Client, transport: str) -> None:
     upstream = _OneShotUpstream()
     threading.Thread(target=upstream.run, daemon=True).start()

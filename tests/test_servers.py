@@ -24,10 +24,8 @@ What each server does differently is written down in docs/deployment.md.
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +40,7 @@ import pytest
 
 from apps.procs import APPS, Proc, chat, free_port, read_stream, server_command, start_all
 from streamrelay.testing import ServerThread, Simulator
-from wire import RawHTTP
+from wire import RawHTTP, self_signed_cert
 
 SERVERS = ("uvicorn-httptools", "uvicorn-h11", "hypercorn", "granian", "daphne")
 FORMATS = ("text", "ndjson", "sse", "openai")
@@ -264,33 +262,8 @@ def h2_servers(
     upstream: tuple[Simulator, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[dict[str, Proc], Path]]:
     """hypercorn over TLS (ALPN h2) and over cleartext (h2c prior knowledge)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is not installed (needed for a self-signed certificate)")
     directory = tmp_path_factory.mktemp("h2")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(directory)
     tls_port, clear_port = free_port(), free_port()
     tls = Proc(
         server_command(

@@ -1,4 +1,4 @@
-"""An outbound proxy from ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``, on both transports.
+"""An outbound proxy from ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``, on every transport.
 
 The "proxy" is the simulator itself: a forward proxy receives the request with the
 absolute URL as its target, which uvicorn routes by its path. The upstream's host
@@ -26,7 +26,7 @@ def serve(relay: StreamRelay) -> ServerThread:
     return ServerThread(relay_host(mounts({"/ai": relay}), closers=[relay]))
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["native", "aiohttp", "httpx"])
 def transport_relay(
     request: pytest.FixtureRequest, upstream: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[str, pytest.MonkeyPatch]]:

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Mapping
 from importlib import resources
@@ -81,7 +82,10 @@ class StreamRelay:
         prepare: ``prepare(request, body)`` hook for auth, quotas, prompt injection.
         client: your own ``httpx.AsyncClient`` for upstream calls (see
             docs/performance.md for what it costs at high concurrency).
-        transport: ``"auto"`` (aiohttp under asyncio), ``"aiohttp"`` or ``"httpx"``.
+        transport: ``"auto"`` (``"native"`` under asyncio, ``"httpx"`` under trio),
+            ``"native"`` (streamrelay's own HTTP/1.1 client), ``"aiohttp"`` or ``"httpx"``.
+        ssl_context: verifies the upstream's certificate (default: the system's
+            CA store plus certifi's; ``SSL_CERT_FILE`` is honoured).
         upstream_headers: extra headers for every upstream call (e.g. Azure's ``api-key``).
         forward_headers: client header names copied upstream (never auth or cookies).
         body_timeout: seconds to receive the whole request body (then 408).
@@ -110,7 +114,8 @@ class StreamRelay:
         max_tokens: int | None = None,
         prepare: PrepareHook | None = None,
         client: httpx.AsyncClient | None = None,
-        transport: Literal["auto", "aiohttp", "httpx"] = "auto",
+        transport: Literal["auto", "native", "aiohttp", "httpx"] = "auto",
+        ssl_context: ssl.SSLContext | None = None,
         upstream_headers: Mapping[str, str] | None = None,
         forward_headers: Iterable[str] = (),
         body_timeout: float | None = 30.0,
@@ -173,6 +178,7 @@ class StreamRelay:
             connect_timeout=connect_timeout,
             headers=upstream_headers,
             forward=forward_headers,
+            ssl_context=ssl_context,
         )
 
     def __repr__(self) -> str:

@@ -100,7 +100,7 @@ def _is_aiohttp_response(obj: object) -> bool:
 
 
 async def from_aiohttp(response: Any) -> Source:
-    """Adapt an ``aiohttp.ClientResponse``; used by the default upstream transport too."""
+    """Adapt an ``aiohttp.ClientResponse``; used by the ``aiohttp`` upstream transport too."""
     if response.status >= 300:
         try:
             body = await _read_bounded(response.content.iter_any())

@@ -1,13 +1,15 @@
 """Calling the OpenAI-compatible upstream: key handling, header allow-list, transports.
 
-Two transports open the same kind of :class:`~streamrelay.sources.Source`:
+Three transports open the same kind of :class:`~streamrelay.sources.Source`:
 
-* ``aiohttp`` (the default under asyncio): its connection pool costs a few
-  microseconds per chunk regardless of how many streams are open, where httpx's
-  pool scan grows with every open connection (see ``docs/performance.md``);
+* ``native`` (the default under asyncio): streamrelay's own HTTP/1.1 client on
+  asyncio protocols (:mod:`._connection`), which costs about what a plain socket
+  costs, in CPU and in memory (see ``docs/performance.md``);
+* ``aiohttp``: aiohttp's client (``pip install 'streamrelay[aiohttp]'``);
 * ``httpx``: used when you pass your own ``httpx.AsyncClient``, or under trio.
+  Its pool scan grows with every open connection.
 
-Both: TLS, keep-alive pooling, ``HTTP(S)_PROXY`` from the environment, a
+All three: TLS, keep-alive pooling, ``HTTP(S)_PROXY`` from the environment, a
 connect timeout, and never following redirects (the key must not travel to
 another host).
 """
@@ -18,22 +20,27 @@ import asyncio
 import base64
 import os
 import socket
+import ssl
 import urllib.request
-from collections.abc import AsyncGenerator, Iterable, Mapping
-from typing import Literal
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 import httpx
 
+from ._connection import Origin, Pool, ProxyRefused, default_ssl_context
+from ._http1 import request_head
 from ._version import __version__
-from .errors import ConfigurationError, UpstreamStatusError, UpstreamUnavailable
-from .sources import Source, _keep, from_aiohttp
+from .errors import ConfigurationError, ProtocolError, UpstreamStatusError, UpstreamUnavailable
+from .sources import Source, _keep, _read_bounded, from_aiohttp
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["DEFAULT_UPSTREAM", "UpstreamClient", "resolve_upstream"]
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
-Transport = Literal["auto", "aiohttp", "httpx"]
+Transport = Literal["auto", "native", "aiohttp", "httpx"]
 
 
 def resolve_upstream(upstream: str | None) -> str:
@@ -54,6 +61,8 @@ class UpstreamClient:
 
     Only ``headers`` you configure and the client headers named in ``forward``
     go upstream; the client's ``Authorization`` and cookies never do.
+    ``ssl_context`` verifies the upstream's (and an https proxy's) certificate;
+    by default the system's CA store plus certifi's.
     """
 
     def __init__(
@@ -66,7 +75,12 @@ class UpstreamClient:
         connect_timeout: float | None = 10.0,
         headers: Mapping[str, str] | None = None,
         forward: Iterable[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if transport not in ("auto", "native", "aiohttp", "httpx"):
+            raise ConfigurationError(
+                f"transport must be 'auto', 'native', 'aiohttp' or 'httpx', got {transport!r}"
+            )
         self.base_url = base_url.rstrip("/")
         # Azure puts ?api-version= in the base URL: paths go before the query.
         prefix, sep, query = self.base_url.partition("?")
@@ -74,6 +88,7 @@ class UpstreamClient:
         self._client = client
         self._transport: Transport = "httpx" if client is not None else transport
         self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
         self._forward = frozenset(h.lower() for h in forward) - {"authorization", "cookie", "host"}
         base = {
             "content-type": "application/json",
@@ -85,18 +100,33 @@ class UpstreamClient:
             base["authorization"] = f"Bearer {api_key}"
         for name, value in (headers or {}).items():
             base[name.lower()] = value
+        try:  # a bad header would otherwise fail every request
+            request_head("POST", "/", "upstream", base.items(), 0)
+        except ProtocolError as exc:
+            raise ConfigurationError(f"invalid upstream_headers: {exc}") from None
         self._headers = base
         self._owned_httpx: httpx.AsyncClient | None = None
-        self._sessions: dict[int, aiohttp.ClientSession] = {}  # one per event loop
+        # aiohttp sessions and native pools belong to one event loop each.
+        self._pools: dict[int, tuple[Any, Callable[[Any], Awaitable[None]]]] = {}
         self._closers: list[AsyncGenerator[None, None]] = []
         # Read once: aiohttp's trust_env reads the environment and ~/.netrc on every
         # request, in a thread, which cost about a tenth of the relay's CPU.
         self._proxy, proxy_auth = _env_proxy(self._prefix)
-        # aiohttp sends proxy_headers only on a CONNECT tunnel (https upstreams); a
-        # plain-http request goes to the proxy itself and carries the credentials.
+        # Proxy credentials go on the CONNECT of a tunnel (https upstreams); a
+        # plain-http request goes to the proxy itself and carries them.
         tunnel = self._prefix.startswith("https:")
         self._proxy_headers = proxy_auth if tunnel else None
-        self._aiohttp_headers = self._headers if tunnel else {**self._headers, **(proxy_auth or {})}
+        self._direct_headers = self._headers if tunnel else {**self._headers, **(proxy_auth or {})}
+        url = urlsplit(self._prefix)
+        if not url.hostname:
+            raise ConfigurationError(f"the upstream URL {base_url!r} has no host")
+        try:
+            port = url.port or (443 if url.scheme == "https" else 80)
+        except ValueError as exc:
+            raise ConfigurationError(f"the upstream URL {base_url!r} has an invalid port") from exc
+        self._origin = Origin(url.scheme, url.hostname, port)
+        # Through a plain-http proxy, the request line carries the absolute URL.
+        self._target_prefix = url.path if self._proxy is None or tunnel else self._prefix
 
     def __repr__(self) -> str:  # never shows the key
         return f"UpstreamClient({self.base_url!r}, transport={self._transport!r})"
@@ -109,39 +139,135 @@ class UpstreamClient:
         Raises :class:`UpstreamStatusError` for a non-2xx answer and
         :class:`UpstreamUnavailable` when the upstream cannot be reached.
         """
-        use_aiohttp = self._use_aiohttp()
-        headers = dict(self._aiohttp_headers if use_aiohttp else self._headers)
+        transport = self._resolved_transport()
+        headers = dict(self._headers if transport == "httpx" else self._direct_headers)
         for name, value in client_headers:
             if name.lower() in self._forward:
                 headers[name.lower()] = value
+        if transport == "native":
+            return await self._open_native(path + self._query, body, headers)
         url = self._prefix + path + self._query
-        if use_aiohttp:
+        if transport == "aiohttp":
             return await self._open_aiohttp(url, body, headers)
         return await self._open_httpx(url, body, headers)
 
     async def aclose(self) -> None:
         """Close the connection pools this client created (not a client you passed in)."""
-        sessions, self._sessions = self._sessions, {}
+        pools, self._pools = self._pools, {}
         self._closers.clear()
-        for session in sessions.values():
-            await session.close()
+        for pool, close in pools.values():
+            await close(pool)
         if self._owned_httpx is not None:
             client, self._owned_httpx = self._owned_httpx, None
             await client.aclose()
 
-    def _use_aiohttp(self) -> bool:
+    def _resolved_transport(self) -> Transport:
         if self._transport == "httpx":
-            return False
+            return "httpx"
         try:
             asyncio.get_running_loop()
-        except RuntimeError:  # trio: aiohttp needs asyncio
-            return False
-        return True
+        except RuntimeError:  # trio: the other transports need asyncio
+            return "httpx"
+        return "native" if self._transport == "auto" else self._transport
+
+    async def _loop_pool(
+        self, create: Callable[[], Any], close: Callable[[Any], Awaitable[None]]
+    ) -> Any:
+        """This event loop's pool (a native pool or an aiohttp session), created on first use."""
+        loop = asyncio.get_running_loop()
+        pool, _ = self._pools.get(id(loop), (None, close))
+        if pool is None or pool.closed:
+            pool = create()
+            self._pools[id(loop)] = pool, close
+            # A mounted app gets no lifespan events, so close the pool when the
+            # event loop shuts down: asyncio finalizes pending async generators then.
+            closer = _close_at_loop_shutdown(pool, close)
+            await anext(closer)
+            self._closers.append(closer)
+        return pool
+
+    def _ssl(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = default_ssl_context()
+        return self._ssl_context
+
+    # native -----------------------------------------------------------------
+
+    async def _open_native(self, path: str, body: bytes, headers: dict[str, str]) -> Source:
+        pool: Pool = await self._loop_pool(self._new_pool, Pool.aclose)
+        origin = self._origin
+        url = self._prefix + path
+        try:
+            head = request_head(
+                "POST", self._target_prefix + path, origin.authority, headers.items(), len(body)
+            )
+            connection = await pool.request(origin, head + body)
+        except socket.gaierror as exc:
+            raise _dns_error(url) from exc
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            raise _connect_timeout(url) from exc
+        except ssl.SSLError as exc:
+            raise UpstreamUnavailable(
+                f"the TLS handshake with the upstream at {_host(url)!r} failed: "
+                f"{getattr(exc, 'reason', None) or type(exc).__name__}",
+                code="upstream_tls_error",
+            ) from exc
+        except ProxyRefused as exc:
+            raise UpstreamUnavailable(
+                f"the proxy refused to connect to {_host(url)!r} (status {exc.status})",
+                code="upstream_proxy_error",
+            ) from exc
+        except ProtocolError as exc:
+            raise UpstreamUnavailable(
+                f"the upstream at {_host(url)!r} answered with invalid HTTP: {exc}",
+                code="upstream_invalid_response",
+            ) from exc
+        except OSError as exc:
+            raise _unreachable(url, exc) from exc
+        parser = connection.parser
+        assert parser is not None
+        status = parser.status
+        if 300 <= status < 400:
+            connection.close()
+            raise _redirected(status)
+        if status >= 300:
+            try:
+                error_body = await _read_bounded(connection)
+            except (OSError, ProtocolError):
+                error_body = b""
+            await connection.release(parser.finished)
+            raise UpstreamStatusError(status, _keep(parser.headers), error_body)
+        content_type = parser.header("content-type")
+        if not _is_streaming(content_type):
+            connection.close()
+            _check_streaming(content_type, status)
+        return Source(connection, "sse", connection.release)
+
+    def _new_pool(self) -> Pool:
+        proxy = None
+        if self._proxy is not None:
+            url = urlsplit(self._proxy)
+            scheme = url.scheme if url.scheme in ("http", "https") else "http"
+            proxy = Origin(
+                scheme, url.hostname or "", url.port or (443 if scheme == "https" else 80)
+            )
+        return Pool(
+            connect_timeout=self._connect_timeout,
+            ssl_context=self._ssl,
+            proxy=proxy,
+            proxy_headers=list((self._proxy_headers or {}).items()),
+        )
 
     # aiohttp ----------------------------------------------------------------
 
     async def _open_aiohttp(self, url: str, body: bytes, headers: dict[str, str]) -> Source:
-        session = await self._session()
+        try:
+            import aiohttp
+        except ImportError as exc:
+            raise ConfigurationError(
+                "transport='aiohttp' needs aiohttp: pip install 'streamrelay[aiohttp]'"
+            ) from exc
+        session = await self._loop_pool(self._new_session, _close_session)
         try:
             try:
                 response = await self._post(session, url, body, headers)
@@ -180,28 +306,21 @@ class UpstreamClient:
             auto_decompress=False,
             proxy=self._proxy,
             proxy_headers=self._proxy_headers,
+            ssl=self._ssl() if self._prefix.startswith("https:") else True,
         )
 
-    async def _session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        session = self._sessions.get(id(loop))
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-            session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=self._connect_timeout, sock_read=None
-                ),
-                trust_env=False,  # the proxy comes from _env_proxy
-                skip_auto_headers=("accept-encoding",),
-            )
-            self._sessions[id(loop)] = session
-            # A mounted app gets no lifespan events, so close the pool when the
-            # event loop shuts down: asyncio finalizes pending async generators then.
-            closer = _close_at_loop_shutdown(session)
-            await anext(closer)
-            self._closers.append(closer)
-        return session
+    def _new_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self._connect_timeout, sock_read=None
+            ),
+            trust_env=False,  # the proxy comes from _env_proxy
+            skip_auto_headers=("accept-encoding",),
+        )
 
     # httpx ------------------------------------------------------------------
 
@@ -244,16 +363,23 @@ class UpstreamClient:
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
                 follow_redirects=False,
                 trust_env=True,
+                verify=self._ssl_context if self._ssl_context is not None else True,
             )
         return self._owned_httpx
 
 
-async def _close_at_loop_shutdown(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+async def _close_at_loop_shutdown(
+    pool: Any, close: Callable[[Any], Awaitable[None]]
+) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
-        if not session.closed:
-            await session.close()
+        if not pool.closed:
+            await close(pool)
+
+
+async def _close_session(session: aiohttp.ClientSession) -> None:
+    await session.close()
 
 
 def _env_proxy(url: str) -> tuple[str | None, dict[str, str] | None]:

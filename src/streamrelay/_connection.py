@@ -1,0 +1,409 @@
+"""The native upstream transport: HTTP/1.1 over asyncio protocols, with a keep-alive pool.
+
+Relaying a stream needs little of an HTTP client: one POST, a streamed
+response, a pool, TLS, proxies. Doing just that on an ``asyncio.Protocol`` costs
+about what a plain socket costs (``docs/performance.md``): each read is parsed
+in ``data_received`` by the sans-I/O :mod:`._http1` parser and handed to the
+reader with one future, and an idle connection costs a few hundred bytes.
+
+What it does:
+
+* keep-alive: a connection goes back to the pool only when its response was
+  read to the end (a stream released after ``[DONE]`` is drained first, briefly);
+  one whose peer closed is dropped at once (``connection_lost``);
+* a request that finds a pooled connection closed under it is retried once on a
+  new connection, as nothing was answered (servers close idle connections);
+* TLS with the system's certificates plus certifi's, or your ``ssl.SSLContext``;
+* proxies: plain-http requests in absolute form, https through ``CONNECT``;
+* backpressure: reading pauses while 64 KiB of body wait for the reader;
+* a connect timeout covering DNS, TCP, the proxy tunnel and the TLS handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import NamedTuple, cast
+
+from ._http1 import ResponseParser, request_head
+from .errors import ProtocolError
+
+__all__ = ["Connection", "Origin", "Pool", "ProxyRefused", "default_ssl_context"]
+
+_HIGH_WATER = 64 * 1024
+"""Body bytes buffered for a reader that is behind before the socket stops being read."""
+_DRAIN_TIMEOUT = 5.0
+"""How long a released stream may take to finish (``[DONE]`` to the last chunk) and be reused."""
+_DRAIN_LIMIT = 64 * 1024
+_MAX_IDLE_PER_ORIGIN = 256
+_KEEPALIVE_EXPIRY = 60.0
+"""Idle connections older than this are not reused (servers close theirs after 5-75 s)."""
+
+
+class Origin(NamedTuple):
+    """Where a connection goes: ``scheme`` is ``"http"`` or ``"https"``."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def authority(self) -> str:
+        """``host[:port]`` as a ``Host`` header or ``CONNECT`` target writes it."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+class ProxyRefused(OSError):
+    """The proxy answered ``CONNECT`` with something other than 2xx."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the proxy refused the tunnel with status {status}")
+        self.status = status
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """Verifying TLS with the system's CA store (``SSL_CERT_FILE``/``SSL_CERT_DIR`` too)
+    and certifi's bundle, so that slim containers without CA certificates work."""
+    context = ssl.create_default_context()
+    try:
+        import certifi  # httpx's dependency, so normally present
+    except ImportError:  # pragma: no cover
+        return context
+    context.load_verify_locations(certifi.where())
+    return context
+
+
+class Connection(asyncio.Protocol):
+    """One upstream connection: the protocol the event loop calls, and the reader's side.
+
+    The response in flight is parsed as bytes arrive; body bytes queue in
+    ``chunks`` until :meth:`read` takes them.
+    """
+
+    __slots__ = (
+        "_buffered",
+        "_drain_timer",
+        "_loop",
+        "_paused",
+        "_pool",
+        "_received",
+        "_waiter",
+        "chunks",
+        "closed",
+        "error",
+        "idle_since",
+        "origin",
+        "parser",
+        "reused",
+        "transport",
+    )
+
+    def __init__(self, pool: Pool, origin: Origin) -> None:
+        self._pool = pool
+        self._loop = asyncio.get_running_loop()
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.parser: ResponseParser | None = None  # the response in flight, if any
+        self.chunks: list[bytes] = []
+        self._buffered = 0
+        self._paused = False
+        self._received = False  # any byte of the current response
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self.error: BaseException | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0
+
+    # asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:  # between responses a server has nothing to say
+            self.close()
+            return
+        self._received = True
+        try:
+            body = parser.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        if self._drain_timer is not None:  # released: the rest is read and dropped
+            self._buffered += len(body)
+            if parser.finished:
+                self._drain_timer.cancel()
+                self._drain_timer = None
+                self._pool.put(self)
+            elif self._buffered > _DRAIN_LIMIT:
+                self.close()
+            return
+        if body:
+            self.chunks.append(body)
+            self._buffered += len(body)
+            if self._buffered > _HIGH_WATER and not self._paused:
+                self._paused = True
+                assert self.transport is not None
+                self.transport.pause_reading()
+        if parser.error is not None:  # invalid framing after this body: read it, then fail
+            self._fail(parser.error)
+        else:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        parser = self.parser
+        if parser is not None:
+            try:
+                parser.feed_eof()
+            except ProtocolError as exc:
+                self.error = exc
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        parser = self.parser
+        if self.error is None and parser is not None and not parser.finished:
+            self.error = exc or ConnectionResetError("the upstream closed the connection")
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
+        self._pool.forget(self)
+        self._wake()
+
+    # the client's side ---------------------------------------------------------------
+
+    def send(self, data: bytes, parser: ResponseParser) -> None:
+        """Write a request whose response ``parser`` will parse."""
+        assert self.transport is not None
+        self.parser = parser
+        self._received = False
+        self.error = None
+        self.transport.write(data)
+
+    async def head(self) -> ResponseParser:
+        """Wait for the response head; a closed connection raises what closed it."""
+        parser = self.parser
+        assert parser is not None
+        while not parser.head_complete:
+            if self.error is not None:
+                raise self.error
+            if self.closed:
+                raise ConnectionResetError("the upstream closed the connection")
+            await self._wait()
+        return parser
+
+    @property
+    def stale(self) -> bool:
+        """A reused connection that failed before any byte of the answer: safe to retry."""
+        return self.reused and not self._received
+
+    def __aiter__(self) -> Connection:
+        return self
+
+    async def __anext__(self) -> bytes:
+        """The body bytes received since the last read, joined; the end stops iteration."""
+        chunks = self.chunks
+        while not chunks:
+            if self.error is not None:
+                raise self.error
+            parser = self.parser
+            if parser is None or parser.finished or self.closed:
+                raise StopAsyncIteration
+            self._waiter = waiter = self._loop.create_future()
+            await waiter
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+        return data
+
+    async def release(self, complete: bool) -> None:
+        """Done with the response: pool the connection if the response is over (or
+        ``complete`` and nearly over), else close it, which stops the generation."""
+        parser = self.parser
+        if parser is None or self.closed or self.error is not None:
+            self.close()
+        elif parser.finished:
+            self._pool.put(self)
+        elif complete and parser.keep_alive:
+            # [DONE] came before the body's last chunk: read that, then pool.
+            self.chunks.clear()
+            self._buffered = 0
+            if self._paused:
+                self._paused = False
+                assert self.transport is not None
+                self.transport.resume_reading()
+            self._drain_timer = self._loop.call_later(_DRAIN_TIMEOUT, self.close)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+        self._pool.forget(self)
+        self._wake()
+
+    # internals ------------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.close()
+
+    def _wait(self) -> asyncio.Future[None]:
+        self._waiter = waiter = self._loop.create_future()
+        return waiter
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class Pool:
+    """Keep-alive connections to one upstream, for one event loop.
+
+    ``proxy`` is the proxy's origin (``None`` for a direct connection) and
+    ``proxy_headers`` go on its ``CONNECT`` (``Proxy-Authorization``).
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float | None,
+        ssl_context: Callable[[], ssl.SSLContext],
+        proxy: Origin | None = None,
+        proxy_headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        self._connect_timeout = connect_timeout
+        self._ssl_context = ssl_context
+        self._proxy = proxy
+        self._proxy_headers = proxy_headers or []
+        self._idle: dict[Origin, list[Connection]] = {}
+        self._open: set[Connection] = set()
+        self.closed = False
+
+    async def request(self, origin: Origin, data: bytes) -> Connection:
+        """Send one request (head and body in ``data``) to ``origin``; return its
+        connection once the response head is in (``connection.parser``)."""
+        for _attempt in range(2):
+            connection = self._checkout(origin)
+            if connection is None:
+                connection = await self._connect(origin)
+            try:
+                connection.send(data, ResponseParser())
+                await connection.head()
+            except Exception:
+                connection.close()
+                if connection.stale and _attempt == 0:
+                    continue  # closed by the server while we reused it: try a new one
+                raise
+            except BaseException:  # cancelled: the upstream may be generating already
+                connection.close()
+                raise
+            return connection
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def put(self, connection: Connection) -> None:
+        """Pool a connection whose response was read to the end."""
+        parser = connection.parser
+        if self.closed or parser is None or not parser.keep_alive or connection.closed:
+            connection.close()
+            return
+        connection.parser = None
+        connection.idle_since = asyncio.get_running_loop().time()
+        idle = self._idle.setdefault(connection.origin, [])
+        if len(idle) >= _MAX_IDLE_PER_ORIGIN:
+            connection.close()
+        else:
+            idle.append(connection)
+
+    def forget(self, connection: Connection) -> None:
+        """Called when a connection closes."""
+        self._open.discard(connection)
+        idle = self._idle.get(connection.origin)
+        if idle and connection in idle:
+            idle.remove(connection)
+
+    async def aclose(self) -> None:
+        """Close every connection, in use or idle."""
+        self.closed = True
+        for connection in list(self._open):
+            connection.close()
+        self._idle.clear()
+
+    def _checkout(self, origin: Origin) -> Connection | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle:
+            connection = idle.pop()  # the most recently used: the least likely closed
+            transport = connection.transport
+            if (
+                connection.closed
+                or transport is None
+                or transport.is_closing()
+                or now - connection.idle_since > _KEEPALIVE_EXPIRY
+            ):
+                connection.close()
+                continue
+            connection.reused = True
+            return connection
+        return None
+
+    async def _connect(self, origin: Origin) -> Connection:
+        if self.closed:
+            raise RuntimeError("the upstream connection pool is closed")
+        connection = Connection(self, origin)
+        self._open.add(connection)
+        try:
+            if self._connect_timeout is None:
+                await self._open_connection(connection)
+            else:
+                await asyncio.wait_for(self._open_connection(connection), self._connect_timeout)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    async def _open_connection(self, connection: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        origin, proxy = connection.origin, self._proxy
+        target = origin if proxy is None else proxy
+        tls = target.scheme == "https"
+        # uvloop may call connection_made only after this returns.
+        connection.transport, _ = await loop.create_connection(
+            lambda: connection,
+            target.host,
+            target.port,
+            ssl=self._ssl_context() if tls else None,
+            server_hostname=target.host if tls else None,
+        )
+        if proxy is None or origin.scheme != "https":
+            return
+        # An https upstream through a proxy: a CONNECT tunnel, then TLS inside it.
+        head = request_head(
+            "CONNECT", origin.authority, origin.authority, self._proxy_headers, None
+        )
+        connection.send(head, ResponseParser(connect=True))
+        parser = await connection.head()
+        if not 200 <= parser.status < 300:
+            raise ProxyRefused(parser.status)
+        connection.parser = None
+        assert connection.transport is not None
+        transport = await loop.start_tls(
+            connection.transport, connection, self._ssl_context(), server_hostname=origin.host
+        )
+        connection.transport = cast(asyncio.Transport, transport)

@@ -1,0 +1,407 @@
+"""The native upstream transport (``transport="native"``, the default) against real servers.
+
+Everything else in the suite runs on it too (it is the default); this module
+checks what is its own: connections are reused only after a complete response
+(a stream released at ``[DONE]`` is drained first), a disconnect closes rather
+than pools, invalid HTTP is a clear 502, TLS verifies, and an https upstream is
+reached through a ``CONNECT`` proxy with the proxy's credentials on the tunnel
+only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamrelay import StreamRelay
+from streamrelay.testing import ServerThread, Simulator
+from wire import RELAY_KEY, chat_body, fetch, mounts, relay_host, self_signed_cert
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def token_event(text: str) -> bytes:
+    return (
+        b'data: {"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+        b'"delta":{"content":"%s"},"finish_reason":null}]}\n\n' % text.encode()
+    )
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class ScriptedServer:
+    """A raw asyncio HTTP server in a thread: ``handler`` answers each request on a
+    connection; it counts connections and notices when the client closes one."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.closed_by_client = 0
+        self.answered = 0  # requests whose answer was written completely
+        self.heads: list[bytes] = []
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    self.closed_by_client += 1
+                    return
+                self.heads.append(head)
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                await self.handler(reader, writer)
+                self.answered += 1
+        except (ConnectionError, asyncio.IncompleteReadError):
+            self.closed_by_client += 1
+        finally:
+            writer.close()
+
+    def __enter__(self) -> ScriptedServer:
+        def run() -> None:
+            async def main() -> None:
+                self._loop = asyncio.get_running_loop()
+                self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+                self.port = self._server.sockets[0].getsockname()[1]
+                self._ready.set()
+                async with self._server:
+                    await self._server.serve_forever()
+
+            try:
+                asyncio.run(main())
+            except asyncio.CancelledError:
+                pass
+
+        threading.Thread(target=run, daemon=True).start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._loop is not None and self._server is not None
+        self._loop.call_soon_threadsafe(self._server.close)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def serve_relay(relay: StreamRelay) -> ServerThread:
+    return ServerThread(relay_host(mounts({"/ai": relay}), [relay]))
+
+
+# Keep-alive --------------------------------------------------------------------------------
+
+
+async def answer_with_late_terminator(
+    reader: asyncio.StreamReader, w: asyncio.StreamWriter
+) -> None:
+    """[DONE] in one write and the body's last chunk 50 ms later, as a real server may."""
+    w.write(SSE_HEAD + chunk(token_event("hi")) + chunk(b"data: [DONE]\n\n"))
+    await w.drain()
+    await asyncio.sleep(0.05)
+    w.write(b"0\r\n\r\n")
+    await w.drain()
+
+
+@pytest.mark.parametrize("fmt", ["text", "ndjson"])
+def test_a_complete_stream_returns_its_connection_to_the_pool(
+    client: httpx.Client, fmt: str
+) -> None:
+    with ScriptedServer(answer_with_late_terminator) as upstream:
+        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        with serve_relay(relay) as server:
+            for n in range(1, 4):
+                out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt=fmt)
+                assert (out.status, out.content(), out.terminal) == (200, "hi", "done")
+                # The client has its answer before the upstream's last chunk; the relay
+                # reads that chunk (loopback: within a millisecond) and pools the connection.
+                assert wait_for(lambda n=n: upstream.answered == n)
+                time.sleep(0.2)
+            assert len(upstream.heads) == 3
+            assert upstream.connections == 1  # all three on one kept-alive connection
+
+
+async def answer_forever(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    w.write(SSE_HEAD + chunk(token_event("hi")))
+    await w.drain()
+    while True:  # a generation that would go on for minutes
+        await asyncio.sleep(0.05)
+        w.write(chunk(b": still generating\n\n"))
+        await w.drain()
+
+
+def test_a_client_disconnect_closes_the_connection_instead_of_pooling_it() -> None:
+    with ScriptedServer(answer_forever) as upstream:
+        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        with serve_relay(relay) as server:
+            for attempt in (1, 2):
+                with (
+                    httpx.Client(timeout=10) as own,
+                    own.stream(
+                        "POST", server.url + "/ai/chat/completions?format=text", json=chat_body()
+                    ) as response,
+                ):
+                    assert next(response.iter_bytes()) == b"hi"
+                # the client has gone: the upstream must see its connection closed
+                assert wait_for(lambda a=attempt: upstream.closed_by_client == a)
+            assert upstream.connections == 2  # the closed one was not reused
+
+
+# Invalid HTTP ------------------------------------------------------------------------------
+
+
+def garbage(answer: bytes) -> Handler:
+    async def handler(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(answer)
+        await w.drain()
+        w.close()
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n folded: header\r\n\r\n",
+    ],
+    ids=["not-http", "te-and-cl", "obs-fold"],
+)
+def test_an_invalid_response_head_is_a_clear_502(client: httpx.Client, answer: bytes) -> None:
+    with ScriptedServer(garbage(answer)) as upstream:
+        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        with serve_relay(relay) as server:
+            out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
+    assert out.status == 502
+    assert json.loads(out.raw)["error"]["code"] == "upstream_invalid_response"
+
+
+def test_invalid_chunk_framing_mid_stream_is_an_error_not_an_end(client: httpx.Client) -> None:
+    answer = SSE_HEAD + chunk(token_event("hi")) + b"zz\r\n"
+    with ScriptedServer(garbage(answer)) as upstream:
+        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        with serve_relay(relay) as server:
+            out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
+    assert (out.status, out.content()) == (200, "hi")
+    assert out.error is not None and out.error["code"] == "upstream_closed"
+
+
+# TLS and proxies ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_upstream(cert: tuple[Path, Path]) -> Iterator[tuple[Simulator, str]]:
+    """The simulator behind TLS (a certificate for IP 127.0.0.1)."""
+    simulator = Simulator(delay=0.0)
+    certfile, keyfile = cert
+    with ServerThread(simulator, ssl_certfile=str(certfile), ssl_keyfile=str(keyfile)) as server:
+        yield simulator, f"https://127.0.0.1:{server.port}/v1"
+
+
+def trusting(cert: tuple[Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(cert[0]))
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
+def test_tls_upstream_with_a_trusted_certificate(
+    client: httpx.Client,
+    tls_upstream: tuple[Simulator, str],
+    cert: tuple[Path, Path],
+    transport: str,
+) -> None:
+    simulator, url = tls_upstream
+    kind: Any = transport
+    relay = StreamRelay(url, RELAY_KEY, heartbeat=None, transport=kind, ssl_context=trusting(cert))
+    with serve_relay(relay) as server:
+        out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
+    assert (out.status, out.terminal) == (200, "done") and out.content()
+    assert simulator.requests[-1].authorization == f"Bearer {RELAY_KEY}"
+
+
+@pytest.mark.real
+def test_tls_upstream_with_an_untrusted_certificate_is_a_502(
+    client: httpx.Client, tls_upstream: tuple[Simulator, str]
+) -> None:
+    simulator, url = tls_upstream
+    before = len(simulator.requests)
+    relay = StreamRelay(url, RELAY_KEY, heartbeat=None)  # the default trust store
+    with serve_relay(relay) as server:
+        out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
+    assert out.status == 502
+    error = json.loads(out.raw)["error"]
+    assert error["code"] == "upstream_tls_error"
+    assert "certificate" in error["message"].lower()
+    assert len(simulator.requests) == before  # nothing, and so no key, went out
+
+
+class TunnelProxy:
+    """A forward proxy that only tunnels (``CONNECT``), in a thread; records each
+    CONNECT's head and refuses with ``refuse`` when set."""
+
+    def __init__(self, refuse: int | None = None) -> None:
+        self.refuse = refuse
+        self.connects: list[bytes] = []
+        self.port = 0
+        self._ready = threading.Event()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.connects.append(head)
+        if self.refuse is not None:
+            writer.write(b"HTTP/1.1 %d Refused\r\ncontent-length: 6\r\n\r\nnope\r\n" % self.refuse)
+            await writer.drain()
+            writer.close()
+            return
+        host, _, port = head.split(b" ")[1].decode().rpartition(":")
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def __enter__(self) -> TunnelProxy:
+        def run() -> None:
+            async def main() -> None:
+                server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+                self.port = server.sockets[0].getsockname()[1]
+                self._ready.set()
+                await server.serve_forever()
+
+            asyncio.run(main())
+
+        threading.Thread(target=run, daemon=True).start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass  # a daemon thread; its port is private to this test
+
+
+@pytest.mark.real
+def test_an_https_upstream_through_a_connect_proxy(
+    client: httpx.Client,
+    tls_upstream: tuple[Simulator, str],
+    cert: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    simulator, url = tls_upstream
+    with TunnelProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://alice:s%40cret@127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        relay = StreamRelay(url, RELAY_KEY, heartbeat=None, ssl_context=trusting(cert))
+        with serve_relay(relay) as server:
+            for _ in range(2):
+                out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
+                assert (out.status, out.terminal) == (200, "done") and out.content()
+                time.sleep(0.2)  # the response's last chunk reaches the relay; it pools
+    authority = url.removeprefix("https://").removesuffix("/v1").encode()
+    assert len(proxy.connects) == 1  # the second request reused the tunnel
+    connect = proxy.connects[0]
+    assert connect.startswith(b"CONNECT " + authority + b" HTTP/1.1\r\n")
+    assert b"\r\nproxy-authorization: Basic " + base64.b64encode(b"alice:s@cret") in connect
+    # inside the tunnel the upstream gets the key and never the proxy's credentials
+    request = simulator.requests[-1]
+    assert request.authorization == f"Bearer {RELAY_KEY}"
+    assert "proxy-authorization" not in request.headers
+
+
+@pytest.mark.real
+def test_a_proxy_refusing_the_tunnel_is_a_clear_502(
+    client: httpx.Client,
+    tls_upstream: tuple[Simulator, str],
+    cert: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, url = tls_upstream
+    with TunnelProxy(refuse=407) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        relay = StreamRelay(url, RELAY_KEY, heartbeat=None, ssl_context=trusting(cert))
+        with serve_relay(relay) as server:
+            out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="sse")
+    assert out.status == 502
+    error = json.loads(out.raw)["error"]
+    assert error["code"] == "upstream_proxy_error" and "407" in error["message"]
+
+
+# Configuration -------------------------------------------------------------------------------
+
+
+def test_an_unknown_transport_is_a_configuration_error() -> None:
+    from streamrelay.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="transport must be"):
+        StreamRelay("http://127.0.0.1:1/v1", RELAY_KEY, transport="curl")  # type: ignore[arg-type]
+
+
+def test_a_line_break_in_an_upstream_header_is_a_configuration_error() -> None:
+    from streamrelay.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="line break"):
+        StreamRelay("http://127.0.0.1:1/v1", RELAY_KEY, upstream_headers={"x-a": "1\r\nx-b: 2"})
+
+
+def test_the_port_is_free_after_the_relay_stops() -> None:
+    """Closing the relay closes its pooled connections (the upstream sees them close)."""
+    with ScriptedServer(answer_with_late_terminator) as upstream:
+        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        with serve_relay(relay) as server, httpx.Client(timeout=10) as own:
+            out = fetch(own, server.url + "/ai/chat/completions", chat_body(), fmt="text")
+            assert out.content() == "hi"
+            assert wait_for(lambda: upstream.answered == 1)
+            assert upstream.closed_by_client == 0
+        assert wait_for(lambda: upstream.closed_by_client == 1)
