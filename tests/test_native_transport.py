@@ -405,3 +405,15 @@ def test_the_port_is_free_after_the_relay_stops() -> None:
             assert wait_for(lambda: upstream.answered == 1)
             assert upstream.closed_by_client == 0
         assert wait_for(lambda: upstream.closed_by_client == 1)
+
+
+def test_a_host_name_is_resolved_and_each_address_tried(client: httpx.Client) -> None:
+    """``localhost`` may resolve to ::1 first, where nothing listens: 127.0.0.1 is tried next."""
+    with ScriptedServer(answer_with_late_terminator) as upstream:
+        url = f"http://localhost:{upstream.port}/v1"
+        relay = StreamRelay(url, RELAY_KEY, heartbeat=None)
+        with serve_relay(relay) as server:
+            out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="text")
+    assert (out.status, out.content()) == (200, "hi")
+    assert upstream.heads[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b"\r\nhost: localhost:%d\r\n" % upstream.port in upstream.heads[0]

@@ -16,15 +16,17 @@ What it does:
 * TLS with the system's certificates plus certifi's, or your ``ssl.SSLContext``;
 * proxies: plain-http requests in absolute form, https through ``CONNECT``;
 * backpressure: reading pauses while 64 KiB of body wait for the reader;
-* a connect timeout covering DNS, TCP, the proxy tunnel and the TLS handshake.
+* a connect timeout covering DNS, TCP, the proxy tunnel and the TLS handshake;
+* resolved addresses cached for a minute, each tried in turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from ._http1 import ResponseParser, request_head
 from .errors import ProtocolError
@@ -37,6 +39,7 @@ _DRAIN_TIMEOUT = 5.0
 """How long a released stream may take to finish (``[DONE]`` to the last chunk) and be reused."""
 _DRAIN_LIMIT = 64 * 1024
 _MAX_IDLE_PER_ORIGIN = 256
+_DNS_TTL = 60.0
 _KEEPALIVE_EXPIRY = 60.0
 """Idle connections older than this are not reused (servers close theirs after 5-75 s)."""
 
@@ -292,6 +295,7 @@ class Pool:
         self._proxy_headers = proxy_headers or []
         self._idle: dict[Origin, list[Connection]] = {}
         self._open: set[Connection] = set()
+        self._addresses: dict[tuple[str, int], tuple[float, list[tuple[int, tuple[Any, ...]]]]] = {}
         self.closed = False
 
     async def request(self, origin: Origin, data: bytes) -> Connection:
@@ -363,6 +367,23 @@ class Pool:
             return connection
         return None
 
+    async def _resolve(self, origin: Origin) -> list[tuple[int, tuple[Any, ...]]]:
+        """The addresses of ``origin``'s host, cached for a minute: without a cache
+        every new connection would wait for a DNS query (aiohttp caches too)."""
+        key = (origin.host, origin.port)
+        loop = asyncio.get_running_loop()
+        cached = self._addresses.get(key)
+        if cached is not None and cached[0] > loop.time():
+            return cached[1]
+        infos = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+        if not infos:  # pragma: no cover - getaddrinfo raises instead
+            raise socket.gaierror(f"no address for {origin.host!r}")
+        addresses: list[tuple[int, tuple[Any, ...]]] = [
+            (family, address) for family, _, _, _, address in infos
+        ]
+        self._addresses[key] = (loop.time() + _DNS_TTL, addresses)
+        return addresses
+
     async def _connect(self, origin: Origin) -> Connection:
         if self.closed:
             raise RuntimeError("the upstream connection pool is closed")
@@ -383,14 +404,23 @@ class Pool:
         origin, proxy = connection.origin, self._proxy
         target = origin if proxy is None else proxy
         tls = target.scheme == "https"
-        # uvloop may call connection_made only after this returns.
-        connection.transport, _ = await loop.create_connection(
-            lambda: connection,
-            target.host,
-            target.port,
-            ssl=self._ssl_context() if tls else None,
-            server_hostname=target.host if tls else None,
-        )
+        addresses = await self._resolve(target)
+        for index, (family, address) in enumerate(addresses):
+            try:
+                # uvloop may call connection_made only after this returns.
+                connection.transport, _ = await loop.create_connection(
+                    lambda: connection,
+                    address[0],
+                    address[1],
+                    family=family,
+                    ssl=self._ssl_context() if tls else None,
+                    server_hostname=target.host if tls else None,
+                )
+                break
+            except OSError:
+                if index == len(addresses) - 1:
+                    self._addresses.pop((target.host, target.port), None)  # resolve again
+                    raise
         if proxy is None or origin.scheme != "https":
             return
         # An https upstream through a proxy: a CONNECT tunnel, then TLS inside it.

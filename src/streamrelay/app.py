@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import _http, _json
 from .errors import ConfigurationError, RequestRejected, UnsupportedFormat, UpstreamStatusError
-from .formats import FORMATS, encoder_for
+from .formats import FORMATS, Encoder, encoder_for
 from .negotiation import format_param, negotiate
 from .pipeline import StreamSettings, run_stream
 from .sse import DEFAULT_MAX_EVENT_BYTES
@@ -214,6 +214,14 @@ class StreamRelay:
             )
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
+        accepted = await self._accept(scope, receive, send)
+        if accepted is not None:
+            await self._relay(receive, send, *accepted)
+
+    async def _accept(
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> tuple[bytes, Encoder, list[tuple[str, str]], Hashable | None] | None:
+        """Read and check the request; send the error and return ``None`` if refused."""
         if sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_header_bytes:
             await _http.send_error(
                 send,
@@ -221,7 +229,7 @@ class StreamRelay:
                 f"the request headers exceed {self.max_header_bytes} bytes",
                 code="request_headers_too_large",
             )
-            return
+            return None
         request = Request(scope)
         try:
             fmt = negotiate(
@@ -234,18 +242,43 @@ class StreamRelay:
             await _http.send_error(
                 send, 406, str(exc), code="unsupported_format", headers=[("vary", "accept")]
             )
-            return
+            return None
         except RequestRejected as exc:
             await _http.send_rejection(send, exc)
-            return
+            return None
         except _http.ClientDisconnected:
-            return
+            return None
         # Built once per request and held for the stream's life: the stdlib's
         # exact-size bytes, not orjson's (which keeps a 4 KiB buffer per result).
         payload = json.dumps(body, separators=(",", ":")).encode()
-        encoder = encoder_for(fmt)
-        client_headers = request.headers.items()
+        principal = None
+        if self.max_streams_per_principal is not None:
+            principal = self.principal(request, body)
+            if principal is not None:
+                if self._streams[principal] >= self.max_streams_per_principal:
+                    await _http.send_error(
+                        send,
+                        429,
+                        f"at most {self.max_streams_per_principal} concurrent streams per client",
+                        code="too_many_streams",
+                        headers=[("retry-after", "1")],
+                    )
+                    return None
+                self._streams[principal] += 1
+        forwarded = self.upstream.forwarded(request.headers.items())
+        return payload, encoder_for(fmt), forwarded, principal
 
+    async def _relay(
+        self,
+        receive: Receive,
+        send: Send,
+        payload: bytes,
+        encoder: Encoder,
+        client_headers: list[tuple[str, str]],
+        principal: Hashable | None,
+    ) -> None:
+        """Stream one accepted request. (Kept apart from the parsing so that the
+        request and its parsed body are not held for the stream's life.)"""
         secrets = self._secrets
 
         async def open_source() -> Any:
@@ -263,20 +296,6 @@ class StreamRelay:
             while (await receive())["type"] != "http.disconnect":
                 pass
 
-        principal = None
-        if self.max_streams_per_principal is not None:
-            principal = self.principal(request, body)
-            if principal is not None:
-                if self._streams[principal] >= self.max_streams_per_principal:
-                    await _http.send_error(
-                        send,
-                        429,
-                        f"at most {self.max_streams_per_principal} concurrent streams per client",
-                        code="too_many_streams",
-                        headers=[("retry-after", "1")],
-                    )
-                    return
-                self._streams[principal] += 1
         try:
             await run_stream(
                 send,

@@ -3,11 +3,12 @@
 
 It opens the source under the first-byte timeout, sends the headers and a first
 byte at once, then relays: one upstream read becomes at most one ASGI ``send``
-(coalesced, never held back). Two side tasks run beside it: a disconnect
-watcher that cancels everything (closing the upstream, which stops a paid
-generation) and a watchdog that sends heartbeats and enforces the idle and
-send timeouts. The watchdog sleeps until the next deadline instead of arming a
-timer per chunk, so the per-token path is a decode, an encode and a send.
+(coalesced, never held back). One side task runs beside it, the monitor: it
+waits for the client to leave, which cancels everything (closing the upstream
+stops a paid generation), and once the stream is open it also sends heartbeats
+and enforces the idle and send timeouts. It waits on the client with the next
+deadline as its timeout instead of arming a timer per chunk, so the per-token
+path is a decode, an encode and a send.
 """
 
 from __future__ import annotations
@@ -106,18 +107,16 @@ async def run_stream(
     stream = _Stream(send, encoder, settings)
     async with anyio.create_task_group() as tg:
         stream.outer = tg.cancel_scope
-        tg.start_soon(stream.watch_disconnect, wait_disconnect)
+        tg.start_soon(stream.monitor, wait_disconnect)
         try:
-            await stream.run(open_source, headers, tg)
+            await stream.run(open_source, headers)
         except Exception as exc:  # re-raised outside the task group, unwrapped
             stream.crash = exc
-        # End the side tasks without cancelling the task group: a CancelledError
+        # End the monitor without cancelling the task group: a CancelledError
         # that ends a task leaves a reference cycle (traceback, frames, the whole
         # stream) for the garbage collector, whose passes showed up as latency
-        # spikes. The watchdog is woken, and the disconnect watcher's own scope
-        # catches its cancellation.
-        stream.stop_watchdog()
-        stream.disconnect_scope.cancel()
+        # spikes. The monitor's own scope catches its cancellation.
+        stream.stop_monitor()
     stream.log()
     if stream.crash is not None:
         raise stream.crash
@@ -128,10 +127,10 @@ async def run_stream(
 class _Stream:
     __slots__ = (
         "abort",
+        "beat",
         "beating",
         "bytes_out",
         "crash",
-        "disconnect_scope",
         "disconnected",
         "encoder",
         "last_in",
@@ -144,10 +143,12 @@ class _Stream:
         "send",
         "send_started",
         "settings",
+        "stopped",
+        "streaming",
         "timed_out",
         "transcoder",
         "ttfb",
-        "watchdog_done",
+        "wake_scope",
     )
 
     def __init__(self, send: Send, encoder: Encoder, settings: StreamSettings) -> None:
@@ -167,46 +168,20 @@ class _Stream:
         self.bytes_out = 0
         self.outer: anyio.CancelScope | None = None
         self.pump_scope: anyio.CancelScope | None = None
-        self.watchdog_done = anyio.Event()
-        self.disconnect_scope = anyio.CancelScope()
+        self.beat = settings.heartbeat if encoder.heartbeat() else None
+        self.streaming = False  # the headers are out: heartbeats and timeouts apply
+        self.stopped = False
+        self.wake_scope: anyio.CancelScope | None = None  # the monitor's current wait
 
     # the main task --------------------------------------------------------------
 
     async def run(
-        self,
-        open_source: Callable[[], Awaitable[Source]],
-        headers: Sequence[tuple[bytes, bytes]],
-        tg: anyio.abc.TaskGroup,
+        self, open_source: Callable[[], Awaitable[Source]], headers: Sequence[tuple[bytes, bytes]]
     ) -> None:
         source: Source | None = None
         try:
-            with anyio.move_on_after(_or_inf(self.settings.first_byte_timeout)) as opening:
-                try:
-                    source = await open_source()
-                except UpstreamStatusError as exc:
-                    self.outcome = f"upstream_status:{exc.status_code}"
-                    await _http.send_passthrough(self.send, exc)
-                    return
-                except UpstreamUnavailable as exc:
-                    self.outcome = exc.code
-                    await _http.send_error(
-                        self.send,
-                        exc.status_code,
-                        exc.message,
-                        code=exc.code,
-                        type="upstream_error",
-                    )
-                    return
+            source = await self.open(open_source)
             if source is None:
-                assert opening.cancelled_caught
-                self.outcome = "upstream_first_byte_timeout"
-                await _http.send_error(
-                    self.send,
-                    504,
-                    f"the upstream did not answer within {self.settings.first_byte_timeout}s",
-                    code="upstream_timeout",
-                    type="upstream_error",
-                )
                 return
             self.ttfb = monotonic() - self.opened_at
             await self.send(
@@ -222,12 +197,14 @@ class _Stream:
             )
             # Always a body message, even empty: some servers hold headers until one.
             await self.write(self.encoder.preamble())
-            tg.start_soon(self.watchdog)
+            self.streaming = True
+            self._wake_monitor()
             try:
                 with anyio.CancelScope() as self.pump_scope:
                     await self.pump(source)
-                # Stop the watchdog first: a heartbeat after the final message is illegal.
-                self.stop_watchdog()
+                # Stop the monitor first: a heartbeat after the final message is illegal.
+                # (The client may still leave; the final send then fails and says so.)
+                self.stop_monitor()
                 await self.finish()
             except anyio.get_cancelled_exc_class():
                 # Cancelled from outside, before the end: the server is stopping.
@@ -242,6 +219,35 @@ class _Stream:
                         await source.aclose(complete)
                     except Exception:  # closing a broken connection may fail; it is closed
                         logger.debug("closing the upstream failed", exc_info=True)
+
+    async def open(self, open_source: Callable[[], Awaitable[Source]]) -> Source | None:
+        """The opened source, or ``None`` once an HTTP error response has been sent."""
+        with anyio.move_on_after(_or_inf(self.settings.first_byte_timeout)):
+            try:
+                return await open_source()
+            except UpstreamStatusError as exc:
+                self.outcome = f"upstream_status:{exc.status_code}"
+                await _http.send_passthrough(self.send, exc)
+                return None
+            except UpstreamUnavailable as exc:
+                self.outcome = exc.code
+                await _http.send_error(
+                    self.send,
+                    exc.status_code,
+                    exc.message,
+                    code=exc.code,
+                    type="upstream_error",
+                )
+                return None
+        self.outcome = "upstream_first_byte_timeout"
+        await _http.send_error(
+            self.send,
+            504,
+            f"the upstream did not answer within {self.settings.first_byte_timeout}s",
+            code="upstream_timeout",
+            type="upstream_error",
+        )
+        return None
 
     async def pump(self, source: Source) -> None:
         t = self.transcoder
@@ -306,7 +312,7 @@ class _Stream:
         ``graceful_timeout``) while the connection is still open, so the client
         can still learn why its answer stops here instead of seeing a cut.
         """
-        self.stop_watchdog()
+        self.stop_monitor()
         self.outcome = "error:shutdown"
         out = self.transcoder.fail(Error("the server is shutting down", "shutdown"))
         if self.encoder.aborts_on_error:
@@ -340,12 +346,68 @@ class _Stream:
             await anyio.lowlevel.checkpoint()  # delivers the cancellation
         self.bytes_out += len(body)
 
-    # side tasks ---------------------------------------------------------------
+    # the monitor ----------------------------------------------------------------
 
-    async def watch_disconnect(self, wait_disconnect: Callable[[], Awaitable[Any]]) -> None:
-        with self.disconnect_scope:
-            await wait_disconnect()
-            self.client_gone()
+    async def monitor(self, wait_disconnect: Callable[[], Awaitable[Any]]) -> None:
+        """The side task: waits for the client to leave, with the next deadline as timeout.
+
+        Heartbeats and the idle and send timeouts apply once the stream is open.
+        """
+        while not self.stopped:
+            wake = math.inf
+            if self.streaming and self.timed_out is None:
+                due, wake = self._due(monotonic())
+                if due == "heartbeat":
+                    await self._heartbeat()
+                    continue
+                if due is not None:
+                    self._time_out(due)
+                    continue
+            with anyio.move_on_after(max(wake - monotonic(), 0.001)) as self.wake_scope:
+                await wait_disconnect()
+                self.client_gone()
+                return
+
+    def _due(self, now: float) -> tuple[str | None, float]:
+        """What is due now (``"heartbeat"``, ``"idle"``, ``"send"`` or ``None``), and
+        when to look again."""
+        s = self.settings
+        idle, beat = s.idle_timeout, self.beat
+        if self.phase == _SENDING:
+            # Nothing wakes the monitor when a send completes, so while one is in
+            # flight it looks again within the shortest read-side period: the idle
+            # and heartbeat deadlines, which start counting after the send, stay exact.
+            wake = now + min((t for t in (idle, beat) if t is not None), default=60.0)
+            if s.send_timeout is not None:
+                deadline = self.send_started + s.send_timeout
+                if now >= deadline:
+                    return "send", now
+                wake = min(wake, deadline)
+            return None, wake
+        wake = math.inf
+        if idle is not None:
+            deadline = self.last_in + idle
+            if now >= deadline:
+                return "idle", now
+            wake = deadline
+        if beat is not None:
+            deadline = self.last_out + beat
+            if now >= deadline:
+                return "heartbeat", now
+            wake = min(wake, deadline)
+        if s.send_timeout is not None:
+            # A send starting from now cannot time out before this.
+            wake = min(wake, now + s.send_timeout)
+        return None, wake
+
+    def _wake_monitor(self) -> None:
+        if self.wake_scope is not None:
+            self.wake_scope.cancel()
+
+    def stop_monitor(self) -> None:
+        """The monitor returns at once, or after the heartbeat it is sending."""
+        self.stopped = True
+        self._wake_monitor()
 
     def client_gone(self) -> None:
         if not self.disconnected:
@@ -354,49 +416,6 @@ class _Stream:
                 self.outcome = "client_disconnected"
             assert self.outer is not None
             self.outer.cancel()
-
-    def stop_watchdog(self) -> None:
-        """The watchdog returns at once, or after the heartbeat it is sending."""
-        self.watchdog_done.set()
-
-    async def watchdog(self) -> None:
-        """Heartbeats and the idle/send timeouts, from one task that sleeps to the next deadline."""
-        s = self.settings
-        idle = s.idle_timeout
-        beat = s.heartbeat if self.encoder.heartbeat() else None
-        # Nothing wakes this task when a send completes, so while one is in flight
-        # it looks again within the shortest read-side period: the idle and
-        # heartbeat deadlines, which start counting after the send, stay exact.
-        recheck = min((t for t in (idle, beat) if t is not None), default=60.0)
-        while not self.watchdog_done.is_set():
-            now = monotonic()
-            if self.phase == _SENDING:
-                wake = now + recheck
-                if s.send_timeout is not None:
-                    deadline = self.send_started + s.send_timeout
-                    if now >= deadline:
-                        return self._time_out("send")
-                    wake = min(wake, deadline)
-            else:
-                wake = math.inf
-                if idle is not None:
-                    deadline = self.last_in + idle
-                    if now >= deadline:
-                        return self._time_out("idle")
-                    wake = deadline
-                if beat is not None:
-                    deadline = self.last_out + beat
-                    if now >= deadline:
-                        await self._heartbeat()
-                        continue
-                    wake = min(wake, deadline)
-                if s.send_timeout is not None:
-                    # A send starting from now cannot time out before this.
-                    wake = min(wake, now + s.send_timeout)
-                if wake == math.inf:
-                    return  # nothing to watch
-            with anyio.move_on_after(max(wake - now, 0.001)):
-                await self.watchdog_done.wait()
 
     async def _heartbeat(self) -> None:
         # Called only while the pump waits on the upstream; if the pump gets data

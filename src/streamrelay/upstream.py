@@ -151,6 +151,11 @@ class UpstreamClient:
             return await self._open_aiohttp(url, body, headers)
         return await self._open_httpx(url, body, headers)
 
+    def forwarded(self, client_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The client headers :meth:`open` would forward (those named in ``forward``)."""
+        forward = self._forward
+        return [(k, v) for k, v in client_headers if k.lower() in forward] if forward else []
+
     async def aclose(self) -> None:
         """Close the connection pools this client created (not a client you passed in)."""
         pools, self._pools = self._pools, {}
@@ -241,6 +246,7 @@ class UpstreamClient:
         if not _is_streaming(content_type):
             connection.close()
             _check_streaming(content_type, status)
+        parser.headers = []  # not needed while streaming: about 1 KiB per open stream
         return Source(connection, "sse", connection.release)
 
     def _new_pool(self) -> Pool:
