@@ -139,7 +139,9 @@ class Connection(asyncio.Protocol):
             return
         if self._drain_timer is not None:  # released: the rest is read and dropped
             self._buffered += len(body)
-            if parser.finished:
+            if parser.error is not None:
+                self.close()
+            elif parser.finished:
                 self._drain_timer.cancel()
                 self._drain_timer = None
                 self._pool.put(self)

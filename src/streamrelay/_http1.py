@@ -350,6 +350,13 @@ def _head_end(buf: bytes, start: int = 0) -> int:
 
 
 def _chunk_size(line: bytes) -> int:
+    # The usual line is bare hex digits; int() alone would also take "0x", "_", signs
+    # and spaces, which isalnum() and the "x" test rule out.
+    if 0 < len(line) <= 16 and line.isalnum() and b"x" not in line and b"X" not in line:
+        try:
+            return int(line, 16)
+        except ValueError:
+            pass  # letters beyond f: the error below
     match = _CHUNK_SIZE.fullmatch(line)
     if match is None:
         raise ProtocolError(f"invalid chunk-size line: {line[:40]!r}")
