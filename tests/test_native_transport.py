@@ -417,3 +417,82 @@ def test_a_host_name_is_resolved_and_each_address_tried(client: httpx.Client) ->
     assert (out.status, out.content()) == (200, "hi")
     assert upstream.heads[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert b"\r\nhost: localhost:%d\r\n" % upstream.port in upstream.heads[0]
+
+
+# The pool itself, on a real socket -------------------------------------------------------
+
+
+def test_bytes_that_arrive_after_the_relay_stopped_reading_never_reach_the_next_request() -> None:
+    """The relay stops reading at the answer's end; whatever else that response carries
+    (here a stray event before its last chunk) must not be read by the next request."""
+    from streamrelay._connection import Origin, Pool, default_ssl_context
+    from streamrelay._http1 import request_head
+
+    stray = threading.Event()
+
+    async def first_then_second(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if not stray.is_set():
+            w.write(SSE_HEAD + chunk(b"data: [DONE]\n\n"))
+            await w.drain()
+            await asyncio.sleep(0.2)  # the client has read [DONE] and stopped reading
+            w.write(chunk(token_event("stray")) + b"0\r\n\r\n")
+            stray.set()
+        else:
+            w.write(SSE_HEAD + chunk(token_event("second")) + b"0\r\n\r\n")
+        await w.drain()
+
+    async def main(port: int) -> tuple[bytes, bytes, int]:
+        pool = Pool(connect_timeout=5, ssl_context=default_ssl_context)
+        origin = Origin("http", "127.0.0.1", port)
+        data = request_head("POST", "/v1/chat/completions", origin.authority, [], 2) + b"{}"
+        try:
+            first = await pool.request(origin, data)
+            got_first = await anext(first)
+            assert await asyncio.to_thread(stray.wait, 10)
+            await asyncio.sleep(0.3)  # the rest arrives while nobody reads
+            assert first.parser is not None and first.parser.finished and first.chunks
+            await first.release(True)  # complete: back to the pool
+            second = await pool.request(origin, data)
+            reused = second is first
+            body = b"".join([part async for part in second])
+            await second.release(True)
+            return got_first, body, int(reused)
+        finally:
+            await pool.aclose()
+
+    with ScriptedServer(first_then_second) as upstream:
+        got_first, body, reused = asyncio.run(main(upstream.port))
+    assert got_first == b"data: [DONE]\n\n"
+    assert reused == 1 and upstream.connections == 1
+    assert body == token_event("second")  # nothing of the first response
+
+
+def test_a_locally_closed_connection_is_not_a_clean_end() -> None:
+    from streamrelay._connection import Origin, Pool, default_ssl_context
+    from streamrelay._http1 import request_head
+
+    async def main(port: int) -> BaseException | None:
+        pool = Pool(connect_timeout=5, ssl_context=default_ssl_context)
+        origin = Origin("http", "127.0.0.1", port)
+        data = request_head("POST", "/v1/chat/completions", origin.authority, [], 2) + b"{}"
+        connection = await pool.request(origin, data)
+        assert await anext(connection) == token_event("hi")
+        await pool.aclose()  # the event loop is shutting down, say
+        try:
+            async for _ in connection:
+                pass
+        except ConnectionError as exc:
+            return exc
+        return None
+
+    with ScriptedServer(answer_forever) as upstream:
+        error = asyncio.run(main(upstream.port))
+    assert isinstance(error, ConnectionResetError)
+
+
+def test_a_connect_target_always_names_the_port() -> None:
+    from streamrelay._connection import Origin
+
+    origin = Origin("https", "api.openai.com", 443)
+    assert (origin.host_port, origin.authority) == ("api.openai.com:443", "api.openai.com")
+    assert Origin("http", "::1", 8080).host_port == "[::1]:8080"

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple, cast
 from ._http1 import ResponseParser, request_head
 from .errors import ProtocolError
 
-__all__ = ["Connection", "Origin", "Pool", "ProxyRefused", "default_ssl_context"]
+__all__ = ["ConnectTimeout", "Connection", "Origin", "Pool", "ProxyRefused", "default_ssl_context"]
 
 _HIGH_WATER = 64 * 1024
 """Body bytes buffered for a reader that is behind before the socket stops being read."""
@@ -52,11 +52,21 @@ class Origin(NamedTuple):
     port: int
 
     @property
+    def host_port(self) -> str:
+        """``host:port`` with the port always written, as a ``CONNECT`` target must be."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
     def authority(self) -> str:
-        """``host[:port]`` as a ``Host`` header or ``CONNECT`` target writes it."""
+        """``host[:port]`` as a ``Host`` header writes it (no default port)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
         return host if self.port == default else f"{host}:{self.port}"
+
+
+class ConnectTimeout(TimeoutError):
+    """Connecting (DNS, TCP, proxy tunnel, TLS) took longer than the connect timeout."""
 
 
 class ProxyRefused(OSError):
@@ -218,8 +228,10 @@ class Connection(asyncio.Protocol):
             if self.error is not None:
                 raise self.error
             parser = self.parser
-            if parser is None or parser.finished or self.closed:
+            if parser is None or parser.finished:
                 raise StopAsyncIteration
+            if self.closed:  # closed here (the pool shut down) before the end
+                raise ConnectionResetError("the upstream connection was closed")
             self._waiter = waiter = self._loop.create_future()
             await waiter
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -250,6 +262,17 @@ class Connection(asyncio.Protocol):
             self._drain_timer = self._loop.call_later(_DRAIN_TIMEOUT, self.close)
         else:
             self.close()
+
+    def reset(self) -> None:
+        """Forget the finished response, including bytes nobody read (the relay stops
+        reading at the answer's end): the next request must see none of them."""
+        self.parser = None
+        self.chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -304,7 +327,7 @@ class Pool:
         """Send one request (head and body in ``data``) to ``origin``; return its
         connection once the response head is in (``connection.parser``)."""
         for _attempt in range(2):
-            connection = self._checkout(origin)
+            connection = self._checkout(origin) if _attempt == 0 else None
             if connection is None:
                 connection = await self._connect(origin)
             try:
@@ -327,7 +350,7 @@ class Pool:
         if self.closed or parser is None or not parser.keep_alive or connection.closed:
             connection.close()
             return
-        connection.parser = None
+        connection.reset()
         connection.idle_since = asyncio.get_running_loop().time()
         idle = self._idle.setdefault(connection.origin, [])
         if len(idle) >= _MAX_IDLE_PER_ORIGIN:
@@ -388,14 +411,17 @@ class Pool:
 
     async def _connect(self, origin: Origin) -> Connection:
         if self.closed:
-            raise RuntimeError("the upstream connection pool is closed")
+            raise ConnectionAbortedError("the upstream connection pool is closed")
         connection = Connection(self, origin)
         self._open.add(connection)
         try:
             if self._connect_timeout is None:
                 await self._open_connection(connection)
             else:
-                await asyncio.wait_for(self._open_connection(connection), self._connect_timeout)
+                try:
+                    await asyncio.wait_for(self._open_connection(connection), self._connect_timeout)
+                except asyncio.TimeoutError as exc:
+                    raise ConnectTimeout(f"no connection within {self._connect_timeout}s") from exc
         except BaseException:
             connection.close()
             raise
@@ -419,6 +445,8 @@ class Pool:
                     server_hostname=target.host if tls else None,
                 )
                 break
+            except ssl.SSLError:
+                raise  # the certificate is the same at every address
             except OSError:
                 if index == len(addresses) - 1:
                     self._addresses.pop((target.host, target.port), None)  # resolve again
@@ -427,7 +455,7 @@ class Pool:
             return
         # An https upstream through a proxy: a CONNECT tunnel, then TLS inside it.
         head = request_head(
-            "CONNECT", origin.authority, origin.authority, self._proxy_headers, None
+            "CONNECT", origin.host_port, origin.host_port, self._proxy_headers, None
         )
         connection.send(head, ResponseParser(connect=True))
         parser = await connection.head()

@@ -205,7 +205,11 @@ class _Stream:
                 # Stop the monitor first: a heartbeat after the final message is illegal.
                 # (The client may still leave; the final send then fails and says so.)
                 self.stop_monitor()
-                await self.finish()
+                with anyio.move_on_after(_or_inf(self.settings.send_timeout)) as final:
+                    await self.finish()
+                if final.cancelled_caught:  # the monitor no longer watches these sends
+                    self.outcome = "send_timeout"
+                    self.abort = "the client accepted nothing within the send timeout"
             except anyio.get_cancelled_exc_class():
                 # Cancelled from outside, before the end: the server is stopping.
                 if not self.disconnected and self.outcome == "open":
@@ -222,31 +226,35 @@ class _Stream:
 
     async def open(self, open_source: Callable[[], Awaitable[Source]]) -> Source | None:
         """The opened source, or ``None`` once an HTTP error response has been sent."""
+        failure: UpstreamStatusError | UpstreamUnavailable | None = None
         with anyio.move_on_after(_or_inf(self.settings.first_byte_timeout)):
             try:
                 return await open_source()
-            except UpstreamStatusError as exc:
-                self.outcome = f"upstream_status:{exc.status_code}"
-                await _http.send_passthrough(self.send, exc)
-                return None
-            except UpstreamUnavailable as exc:
-                self.outcome = exc.code
-                await _http.send_error(
-                    self.send,
-                    exc.status_code,
-                    exc.message,
-                    code=exc.code,
-                    type="upstream_error",
-                )
-                return None
-        self.outcome = "upstream_first_byte_timeout"
-        await _http.send_error(
-            self.send,
-            504,
-            f"the upstream did not answer within {self.settings.first_byte_timeout}s",
-            code="upstream_timeout",
-            type="upstream_error",
-        )
+            except (UpstreamStatusError, UpstreamUnavailable) as exc:
+                failure = exc
+        # Answered outside the timeout's scope: a timeout firing mid-answer would
+        # leave a half-sent response to start again.
+        if isinstance(failure, UpstreamStatusError):
+            self.outcome = f"upstream_status:{failure.status_code}"
+            await _http.send_passthrough(self.send, failure)
+        elif failure is not None:
+            self.outcome = failure.code
+            await _http.send_error(
+                self.send,
+                failure.status_code,
+                failure.message,
+                code=failure.code,
+                type="upstream_error",
+            )
+        else:
+            self.outcome = "upstream_first_byte_timeout"
+            await _http.send_error(
+                self.send,
+                504,
+                f"the upstream did not answer within {self.settings.first_byte_timeout}s",
+                code="upstream_timeout",
+                type="upstream_error",
+            )
         return None
 
     async def pump(self, source: Source) -> None:
@@ -324,19 +332,24 @@ class _Stream:
                 await self._send_raw(b"", False)
 
     async def write(self, body: bytes) -> None:
+        await self._after_heartbeat()
+        # No await between here and the send: the monitor sees the send phase.
         self.phase = _SENDING
         self.send_started = monotonic()
-        await self._send_body(body, more_body=True)
+        await self._send_raw(body, True)
         self.phase = _READING
         self.last_out = monotonic()
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
+        await self._after_heartbeat()
+        await self._send_raw(body, more_body)
+
+    async def _after_heartbeat(self) -> None:
         # Only a heartbeat can be in flight beside us. A lock would cost a trip
         # through the event loop per token (anyio's acquire always checkpoints).
         beating = self.beating
         if beating is not None:
             await beating.wait()
-        await self._send_raw(body, more_body)
 
     async def _send_raw(self, body: bytes, more_body: bool) -> None:
         try:

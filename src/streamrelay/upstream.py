@@ -21,6 +21,7 @@ import base64
 import os
 import socket
 import ssl
+import sys
 import urllib.request
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from ._connection import Origin, Pool, ProxyRefused, default_ssl_context
+from ._connection import ConnectTimeout, Origin, Pool, ProxyRefused, default_ssl_context
 from ._http1 import request_head
 from ._version import __version__
 from .errors import ConfigurationError, ProtocolError, UpstreamStatusError, UpstreamUnavailable
@@ -126,6 +127,17 @@ class UpstreamClient:
         tunnel = self._prefix.startswith("https:")
         self._proxy_headers = proxy_auth if tunnel else None
         self._direct_headers = self._headers if tunnel else {**self._headers, **(proxy_auth or {})}
+        if (
+            tunnel
+            and self._proxy is not None
+            and self._proxy.startswith("https:")
+            and sys.version_info < (3, 11)
+            and self._transport in ("auto", "native")
+        ):
+            raise ConfigurationError(
+                "an https:// proxy in front of an https upstream needs Python 3.11 (TLS "
+                "inside TLS); use an http:// proxy URL, or transport='httpx'"
+            )
         url = urlsplit(self._prefix)
         if not url.hostname:
             raise ConfigurationError(f"the upstream URL {base_url!r} has no host")
@@ -218,7 +230,7 @@ class UpstreamClient:
             connection = await pool.request(origin, head + body)
         except socket.gaierror as exc:
             raise _dns_error(url) from exc
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except ConnectTimeout as exc:
             raise _connect_timeout(url) from exc
         except ssl.SSLError as exc:
             raise UpstreamUnavailable(
@@ -249,6 +261,9 @@ class UpstreamClient:
                 error_body = await _read_bounded(connection)
             except (OSError, ProtocolError):
                 error_body = b""
+            except BaseException:  # cancelled: do not leave the connection open
+                connection.close()
+                raise
             await connection.release(parser.finished)
             raise UpstreamStatusError(status, _keep(parser.headers), error_body)
         content_type = parser.header("content-type")
