@@ -3,8 +3,8 @@
 Three transports open the same kind of :class:`~streamrelay.sources.Source`:
 
 * ``native`` (the default under asyncio): streamrelay's own HTTP/1.1 client on
-  asyncio protocols (:mod:`._connection`), which costs about what a plain socket
-  costs, in CPU and in memory (see ``docs/performance.md``);
+  asyncio protocols (:mod:`._connection`), close to a plain socket's cost in CPU
+  and memory (see ``docs/performance.md``);
 * ``aiohttp``: aiohttp's client (``pip install 'streamrelay[aiohttp]'``);
 * ``httpx``: used when you pass your own ``httpx.AsyncClient``, or under trio.
   Its pool scan grows with every open connection.
