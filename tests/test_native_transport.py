@@ -496,3 +496,24 @@ def test_a_connect_target_always_names_the_port() -> None:
     origin = Origin("https", "api.openai.com", 443)
     assert (origin.host_port, origin.authority) == ("api.openai.com:443", "api.openai.com")
     assert Origin("http", "::1", 8080).host_port == "[::1]:8080"
+
+
+async def error_whose_body_stalls(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    w.write(
+        b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
+        b'content-length: 100\r\n\r\n{"error":'
+    )
+    await w.drain()
+    await reader.read()  # until the relay closes the connection
+    raise ConnectionResetError
+
+
+def test_an_error_body_that_stalls_past_the_first_byte_timeout_closes_the_connection(
+    client: httpx.Client,
+) -> None:
+    with ScriptedServer(error_whose_body_stalls) as upstream:
+        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None, first_byte_timeout=0.5)
+        with serve_relay(relay) as server:
+            out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
+            assert out.status == 504
+            assert wait_for(lambda: upstream.closed_by_client == 1)
