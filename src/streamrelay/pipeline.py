@@ -332,7 +332,9 @@ class _Stream:
                 await self._send_raw(b"", False)
 
     async def write(self, body: bytes) -> None:
-        await self._after_heartbeat()
+        beating = self.beating  # as in _send_body, inline: this is the per-token path
+        if beating is not None:
+            await beating.wait()
         # No await between here and the send: the monitor sees the send phase.
         self.phase = _SENDING
         self.send_started = monotonic()
@@ -341,15 +343,12 @@ class _Stream:
         self.last_out = monotonic()
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
-        await self._after_heartbeat()
-        await self._send_raw(body, more_body)
-
-    async def _after_heartbeat(self) -> None:
         # Only a heartbeat can be in flight beside us. A lock would cost a trip
         # through the event loop per token (anyio's acquire always checkpoints).
         beating = self.beating
         if beating is not None:
             await beating.wait()
+        await self._send_raw(body, more_body)
 
     async def _send_raw(self, body: bytes, more_body: bool) -> None:
         try:
