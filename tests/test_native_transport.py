@@ -24,6 +24,8 @@ import httpx
 import pytest
 
 from streamrelay import StreamRelay
+from streamrelay._connection import Origin, Pool, default_ssl_context
+from streamrelay._http1 import request_head
 from streamrelay.testing import ServerThread, Simulator
 from wire import RELAY_KEY, chat_body, fetch, mounts, relay_host, self_signed_cert
 
@@ -329,6 +331,13 @@ class TunnelProxy:
         pass  # a daemon thread; its port is private to this test
 
 
+def use_https_proxy(monkeypatch: pytest.MonkeyPatch, proxy: str) -> None:
+    """``HTTPS_PROXY`` set before the relay reads the environment, and no ``NO_PROXY``."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+
 @pytest.mark.real
 def test_an_https_upstream_through_a_connect_proxy(
     client: httpx.Client,
@@ -338,9 +347,7 @@ def test_an_https_upstream_through_a_connect_proxy(
 ) -> None:
     simulator, url = tls_upstream
     with TunnelProxy() as proxy:
-        monkeypatch.setenv("HTTPS_PROXY", f"http://alice:s%40cret@127.0.0.1:{proxy.port}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        use_https_proxy(monkeypatch, f"http://alice:s%40cret@127.0.0.1:{proxy.port}")
         relay = StreamRelay(url, RELAY_KEY, heartbeat=None, ssl_context=trusting(cert))
         with serve_relay(relay) as server:
             for _ in range(2):
@@ -367,9 +374,7 @@ def test_a_proxy_refusing_the_tunnel_is_a_clear_502(
 ) -> None:
     _, url = tls_upstream
     with TunnelProxy(refuse=407) as proxy:
-        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        use_https_proxy(monkeypatch, f"http://127.0.0.1:{proxy.port}")
         relay = StreamRelay(url, RELAY_KEY, heartbeat=None, ssl_context=trusting(cert))
         with serve_relay(relay) as server:
             out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="sse")
@@ -422,12 +427,16 @@ def test_a_host_name_is_resolved_and_each_address_tried(client: httpx.Client) ->
 # The pool itself, on a real socket -------------------------------------------------------
 
 
+def pool_and_request(port: int) -> tuple[Pool, Origin, bytes]:
+    """A pool for this event loop and a request for the upstream at ``port``."""
+    origin = Origin("http", "127.0.0.1", port)
+    data = request_head("POST", "/v1/chat/completions", origin.authority, [], 2) + b"{}"
+    return Pool(connect_timeout=5, ssl_context=default_ssl_context), origin, data
+
+
 def test_bytes_that_arrive_after_the_relay_stopped_reading_never_reach_the_next_request() -> None:
     """The relay stops reading at the answer's end; whatever else that response carries
     (here a stray event before its last chunk) must not be read by the next request."""
-    from streamrelay._connection import Origin, Pool, default_ssl_context
-    from streamrelay._http1 import request_head
-
     stray = threading.Event()
 
     async def first_then_second(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -442,9 +451,7 @@ def test_bytes_that_arrive_after_the_relay_stopped_reading_never_reach_the_next_
         await w.drain()
 
     async def main(port: int) -> tuple[bytes, bytes, int]:
-        pool = Pool(connect_timeout=5, ssl_context=default_ssl_context)
-        origin = Origin("http", "127.0.0.1", port)
-        data = request_head("POST", "/v1/chat/completions", origin.authority, [], 2) + b"{}"
+        pool, origin, data = pool_and_request(port)
         try:
             first = await pool.request(origin, data)
             got_first = await anext(first)
@@ -468,13 +475,8 @@ def test_bytes_that_arrive_after_the_relay_stopped_reading_never_reach_the_next_
 
 
 def test_a_locally_closed_connection_is_not_a_clean_end() -> None:
-    from streamrelay._connection import Origin, Pool, default_ssl_context
-    from streamrelay._http1 import request_head
-
     async def main(port: int) -> BaseException | None:
-        pool = Pool(connect_timeout=5, ssl_context=default_ssl_context)
-        origin = Origin("http", "127.0.0.1", port)
-        data = request_head("POST", "/v1/chat/completions", origin.authority, [], 2) + b"{}"
+        pool, origin, data = pool_and_request(port)
         connection = await pool.request(origin, data)
         assert await anext(connection) == token_event("hi")
         await pool.aclose()  # the event loop is shutting down, say
@@ -491,8 +493,6 @@ def test_a_locally_closed_connection_is_not_a_clean_end() -> None:
 
 
 def test_a_connect_target_always_names_the_port() -> None:
-    from streamrelay._connection import Origin
-
     origin = Origin("https", "api.openai.com", 443)
     assert (origin.host_port, origin.authority) == ("api.openai.com:443", "api.openai.com")
     assert Origin("http", "::1", 8080).host_port == "[::1]:8080"

@@ -94,7 +94,7 @@ class Connection(asyncio.Protocol):
     """One upstream connection: the protocol the event loop calls, and the reader's side.
 
     The response in flight is parsed as bytes arrive; body bytes queue in
-    ``chunks`` until :meth:`read` takes them.
+    ``chunks`` until the reader's next iteration takes them.
     """
 
     __slots__ = (
@@ -233,15 +233,9 @@ class Connection(asyncio.Protocol):
                 raise StopAsyncIteration
             if self.closed:  # closed here (the pool shut down) before the end
                 raise ConnectionResetError("the upstream connection was closed")
-            self._waiter = waiter = self._loop.create_future()
-            await waiter
+            await self._wait()
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._buffered = 0
-        if self._paused:
-            self._paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
+        self._discard_unread()
         return data
 
     async def release(self, complete: bool) -> None:
@@ -254,12 +248,7 @@ class Connection(asyncio.Protocol):
             self._pool.put(self)
         elif complete and parser.keep_alive:
             # [DONE] came before the body's last chunk: read that, then pool.
-            self.chunks.clear()
-            self._buffered = 0
-            if self._paused:
-                self._paused = False
-                assert self.transport is not None
-                self.transport.resume_reading()
+            self._discard_unread()
             self._drain_timer = self._loop.call_later(_DRAIN_TIMEOUT, self.close)
         else:
             self.close()
@@ -268,12 +257,7 @@ class Connection(asyncio.Protocol):
         """Forget the finished response, including bytes nobody read (the relay stops
         reading at the answer's end): the next request must see none of them."""
         self.parser = None
-        self.chunks.clear()
-        self._buffered = 0
-        if self._paused:
-            self._paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
+        self._discard_unread()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -283,6 +267,15 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     # internals ------------------------------------------------------------------------
+
+    def _discard_unread(self) -> None:
+        """Empty the body queue (it was read, or nobody will) and read the socket again."""
+        self.chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
 
     def _fail(self, exc: BaseException) -> None:
         self.error = exc
@@ -327,8 +320,8 @@ class Pool:
     async def request(self, origin: Origin, data: bytes) -> Connection:
         """Send one request (head and body in ``data``) to ``origin``; return its
         connection once the response head is in (``connection.parser``)."""
-        for _attempt in range(2):
-            connection = self._checkout(origin) if _attempt == 0 else None
+        for attempt in range(2):
+            connection = self._checkout(origin) if attempt == 0 else None
             if connection is None:
                 connection = await self._connect(origin)
             try:
@@ -336,7 +329,7 @@ class Pool:
                 await connection.head()
             except Exception:
                 connection.close()
-                if connection.stale and _attempt == 0:
+                if connection.stale and attempt == 0:
                     continue  # closed by the server while we reused it: try a new one
                 raise
             except BaseException:  # cancelled: the upstream may be generating already

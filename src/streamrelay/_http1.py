@@ -171,15 +171,11 @@ class ResponseParser:
         buf = self._buf + data if self._buf else data
         while True:
             end = _head_end(buf, start)
+            if (end if end >= 0 else len(buf)) > MAX_HEAD_BYTES:
+                raise ProtocolError(f"the upstream's response head exceeds {MAX_HEAD_BYTES} bytes")
             if end < 0:
-                if len(buf) > MAX_HEAD_BYTES:
-                    raise ProtocolError(
-                        f"the upstream's response head exceeds {MAX_HEAD_BYTES} bytes"
-                    )
                 self._buf = buf
                 return b""
-            if end > MAX_HEAD_BYTES:
-                raise ProtocolError(f"the upstream's response head exceeds {MAX_HEAD_BYTES} bytes")
             head, buf, start = buf[:end], buf[end:], 0
             self._parse_head(head)
             if not 100 <= self.status < 200:

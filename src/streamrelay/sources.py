@@ -69,7 +69,7 @@ async def open_source(obj: object, *, want_raw: bool = False) -> Source:
     if isinstance(obj, Source):
         return obj
     if isinstance(obj, httpx.Response):
-        return await _from_httpx(obj)
+        return await from_httpx(obj)
     if _is_aiohttp_response(obj):
         return await from_aiohttp(obj)
     if _is_openai_stream(obj):
@@ -83,10 +83,13 @@ async def open_source(obj: object, *, want_raw: bool = False) -> Source:
     )
 
 
-async def _from_httpx(response: httpx.Response) -> Source:
+async def from_httpx(response: httpx.Response) -> Source:
+    """Adapt an ``httpx.Response`` opened for streaming; used by the ``httpx`` transport too."""
     if response.status_code >= 300:
-        body = await _read_bounded(response.aiter_raw())
-        await response.aclose()
+        try:
+            body = await _read_bounded(response.aiter_raw())
+        finally:
+            await response.aclose()
         raise UpstreamStatusError(response.status_code, _keep(response.headers.multi_items()), body)
 
     async def close(complete: bool) -> None:

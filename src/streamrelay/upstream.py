@@ -33,7 +33,7 @@ from ._connection import ConnectTimeout, Origin, Pool, ProxyRefused, default_ssl
 from ._http1 import request_head
 from ._version import __version__
 from .errors import ConfigurationError, ProtocolError, UpstreamStatusError, UpstreamUnavailable
-from .sources import Source, _keep, _read_bounded, from_aiohttp
+from .sources import Source, _keep, _read_bounded, from_aiohttp, from_httpx
 
 if TYPE_CHECKING:
     import aiohttp
@@ -162,9 +162,8 @@ class UpstreamClient:
         """
         transport = self._resolved_transport()
         headers = dict(self._headers if transport == "httpx" else self._direct_headers)
-        for name, value in client_headers:
-            if name.lower() in self._forward:
-                headers[name.lower()] = value
+        for name, value in self.forwarded(client_headers):
+            headers[name.lower()] = value
         if transport == "native":
             return await self._open_native(path + self._query, body, headers)
         url = self._prefix + path + self._query
@@ -253,9 +252,10 @@ class UpstreamClient:
         parser = connection.parser
         assert parser is not None
         status = parser.status
-        if 300 <= status < 400:
+        refusal = _refusal(status, parser.header("content-type"))
+        if refusal is not None:
             connection.close()
-            raise _redirected(status)
+            raise refusal
         if status >= 300:
             try:
                 error_body = await _read_bounded(connection)
@@ -266,10 +266,6 @@ class UpstreamClient:
                 raise
             await connection.release(parser.finished)
             raise UpstreamStatusError(status, _keep(parser.headers), error_body)
-        content_type = parser.header("content-type")
-        if not _is_streaming(content_type):
-            connection.close()
-            _check_streaming(content_type, status)
         parser.headers = []  # not needed while streaming: about 1 KiB per open stream
         return Source(connection, "sse", connection.release)
 
@@ -312,13 +308,10 @@ class UpstreamClient:
             raise _connect_timeout(url) from exc
         except aiohttp.ClientError as exc:
             raise _unreachable(url, exc) from exc
-        if 300 <= response.status < 400:
+        refusal = _refusal(response.status, response.headers.get("content-type", ""))
+        if refusal is not None:
             response.close()
-            raise _redirected(response.status)
-        content_type = response.headers.get("content-type", "")
-        if response.status < 300 and not _is_streaming(content_type):
-            response.close()
-            _check_streaming(content_type, response.status)
+            raise refusal
         return await from_aiohttp(response)
 
     async def _post(
@@ -363,24 +356,11 @@ class UpstreamClient:
             raise _unreachable(url, exc) from exc
         except httpx.HTTPError as exc:
             raise _unreachable(url, exc) from exc
-        if 300 <= response.status_code < 400:
+        refusal = _refusal(response.status_code, response.headers.get("content-type", ""))
+        if refusal is not None:
             await response.aclose()
-            raise _redirected(response.status_code)
-        if response.status_code >= 300:
-            body_bytes = await response.aread()
-            await response.aclose()
-            raise UpstreamStatusError(
-                response.status_code, _keep(response.headers.multi_items()), body_bytes[: 1 << 20]
-            )
-        content_type = response.headers.get("content-type", "")
-        if not _is_streaming(content_type):
-            await response.aclose()
-        _check_streaming(content_type, response.status_code)
-
-        async def close(complete: bool) -> None:
-            await response.aclose()
-
-        return Source(response.aiter_raw(), "sse", close)
+            raise refusal
+        return await from_httpx(response)
 
     def _own_httpx(self) -> httpx.AsyncClient:
         if self._owned_httpx is None:
@@ -427,17 +407,18 @@ def _env_proxy(url: str) -> tuple[str | None, dict[str, str] | None]:
     return bare.geturl(), {"proxy-authorization": f"Basic {basic}"}
 
 
-def _is_streaming(content_type: str) -> bool:
+def _refusal(status: int, content_type: str) -> UpstreamUnavailable | None:
+    """Why an answer with this head cannot be relayed: a redirect (never followed), or
+    a success that is not a stream. An error status is passed through instead."""
+    if 300 <= status < 400:
+        return _redirected(status)
     media = content_type.split(";", 1)[0].strip().lower()
-    return media not in ("application/json", "text/html")
-
-
-def _check_streaming(content_type: str, status: int) -> None:
-    if not _is_streaming(content_type):
-        raise UpstreamUnavailable(
+    if status < 300 and media in ("application/json", "text/html"):
+        return UpstreamUnavailable(
             f"the upstream answered {status} with {content_type} instead of an event stream",
             code="upstream_not_streaming",
         )
+    return None
 
 
 def _host(url: str) -> str:
