@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test lint bench bench-quick setup system-deps clean
+.PHONY: demo test test-fast test-real lint bench bench-quick setup system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ system-deps:
 test: setup system-deps
 	$(BIN)/python -m pytest
 	@if command -v node >/dev/null; then node --test js/test/; else echo "node not found: JS client tests skipped"; fi
+
+## The fast tier: the sans-I/O core and the engine without sockets, in seconds.
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit -q
+
+## The real-component tier alone: nginx, Chromium, fresh virtualenvs.
+test-real: setup system-deps
+	$(BIN)/python -m pytest -m real
 
 lint: setup
 	$(BIN)/ruff check src tests bench examples

@@ -143,7 +143,7 @@ def _encoders(events: list[bytes], repeats: int, record: Recorder) -> None:
     for name in FORMATS:
 
         def encode(name: str = name) -> None:
-            encoder = encoder_for(name)
+            encoder = encoder_for(name, now=0.0)
             for batch, raw in decoded:
                 encoder.encode(batch, raw)
 
@@ -158,7 +158,7 @@ def _transcoder(events: list[bytes], tokens: int, repeats: int, record: Recorder
     for name in FORMATS:
 
         def transcode(name: str = name) -> None:
-            transcoder = Transcoder(encoder_for(name))
+            transcoder = Transcoder(encoder_for(name, now=0.0))
             for event in events:
                 transcoder.feed_bytes(event)
 

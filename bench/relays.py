@@ -90,9 +90,12 @@ def streamrelay_app(upstream: str, transport: Any = "auto") -> ASGIApp:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from streamrelay import StreamRelay
+    from streamrelay import StreamRelay, StreamSettings, Upstream
 
-    relay = StreamRelay(upstream=upstream, api_key="bench", heartbeat=None, transport=transport)
+    relay = StreamRelay(
+        Upstream(upstream, api_key="bench", transport=transport),
+        stream=StreamSettings(heartbeat=None),
+    )
     return Starlette(routes=[Mount("/v1", app=relay)])
 
 
@@ -165,11 +168,15 @@ def floor_app(upstream: str) -> ASGIApp:
 def core_on_floor_app(upstream: str) -> ASGIApp:
     """The floor's socket with streamrelay's sans-I/O ``Transcoder`` (ndjson) in the loop:
     what streamrelay's own decoding and encoding cost on the cheapest possible transport."""
-    from streamrelay.formats import encoder_for
+    import time
+
+    from streamrelay.formats import FORMATS, encoder_for
     from streamrelay.transcoder import Transcoder
 
     return _raw_socket_app(
-        upstream, lambda: Transcoder(encoder_for("ndjson")), encoder_for("ndjson").media_type
+        upstream,
+        lambda: Transcoder(encoder_for("ndjson", now=time.time())),
+        FORMATS["ndjson"].media_type,
     )
 
 

@@ -12,7 +12,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, Upstream
 from streamrelay.testing import ServerThread, run_simulator
 
 BODY = {
@@ -25,7 +25,7 @@ BODY = {
 
 def main() -> None:
     with run_simulator(delay=0) as (_, upstream):
-        relay = StreamRelay(upstream=upstream, api_key="sk-demo")
+        relay = StreamRelay(Upstream(upstream, api_key="sk-demo"))
         with ServerThread(Starlette(routes=[Mount("/v1", relay)])) as server:
             for fmt in ("text", "ndjson", "sse", "openai"):
                 url = f"{server.url}/v1/chat/completions?format={fmt}"

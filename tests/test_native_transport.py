@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from streamrelay import StreamRelay
-from streamrelay._connection import Origin, Pool, default_ssl_context
-from streamrelay._http1 import request_head
+from streamrelay.upstream.native import Origin, Pool, default_ssl_context
+from streamrelay.upstream.http1 import request_head
 from streamrelay.testing import ServerThread, Simulator
 from wire import RELAY_KEY, chat_body, fetch, mounts, relay_host, self_signed_cert
 
@@ -431,7 +431,7 @@ def pool_and_request(port: int) -> tuple[Pool, Origin, bytes]:
     """A pool for this event loop and a request for the upstream at ``port``."""
     origin = Origin("http", "127.0.0.1", port)
     data = request_head("POST", "/v1/chat/completions", origin.authority, [], 2) + b"{}"
-    return Pool(connect_timeout=5, ssl_context=default_ssl_context), origin, data
+    return Pool(connect_timeout=5, keepalive_expiry=60.0, ssl_context=default_ssl_context), origin, data
 
 
 def test_bytes_that_arrive_after_the_relay_stopped_reading_never_reach_the_next_request() -> None:

@@ -6,6 +6,8 @@ The SSE and chunked-encoding parsing here is deliberately independent of
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -23,7 +25,10 @@ import anyio
 import httpx
 import pytest
 
+import streamrelay.cli
 import streamrelay.testing
+import streamrelay.testing.cli
+import streamrelay.testing.server
 from streamrelay.testing import (
     FAULTS,
     ServerThread,
@@ -31,6 +36,7 @@ from streamrelay.testing import (
     SimulatorConfig,
     run_simulator,
 )
+from streamrelay.testing.cli import build_parser, config_from_args
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
@@ -603,7 +609,7 @@ def test_every_fault_is_tested() -> None:
     assert [name for name in FAULTS if f'"{name}"' not in source] == []
 
 
-# Stats, servers and the command line.
+# Stats and servers.
 
 
 def test_stats_wait_reports_counts_on_timeout(sim: Simulator) -> None:
@@ -659,31 +665,163 @@ def test_h11_server_aborts_and_cancels_too() -> None:
         assert simulator.stats.wait(cancelled=1, timeout=2)
 
 
-def test_command_line(tmp_path: Path) -> None:
+# The command line: one parser for `streamrelay simulate` and `python -m streamrelay.testing`.
+
+
+def test_every_config_field_has_a_command_line_option() -> None:
+    actions = {action.dest: action for action in build_parser()._actions}
+    for config_field in dataclasses.fields(SimulatorConfig):
+        action = actions.get(config_field.name)
+        assert action is not None, f"no option for SimulatorConfig.{config_field.name}"
+        assert action.help, f"no help for {action.option_strings}"
+        option = "--" + config_field.name.replace("_", "-").removesuffix("s")
+        assert any(name.startswith(option) for name in action.option_strings), action
+
+
+def test_command_line_options_make_the_config() -> None:
+    parser = build_parser()
+    assert config_from_args(parser.parse_args([])) == SimulatorConfig()
+    args = parser.parse_args(
+        [
+            *("--tokens", "3", "--delay", "0.5", "--first-delay", "1", "--model", "m"),
+            *("--seed", "7", "--fault", "crlf,split", "--fault", "mid_error", "--after", "2"),
+            *("--stall", "0.25", "--status", "503", "--body", "html", "--message", "boom"),
+            *("--error-type", "server_error", "--code", "500", "--retry-after", "none"),
+            *("--text", "hello", "--piece", "a", "--piece", "b", "--chunk-size", "2"),
+            *("--size", "10", "--tool-calls", "2", "--created", "now"),
+        ]
+    )
+    assert config_from_args(args) == SimulatorConfig(
+        tokens=3,
+        delay=0.5,
+        first_delay=1.0,
+        model="m",
+        seed=7,
+        fault=["crlf", "split", "mid_error"],
+        after=2,
+        stall=0.25,
+        status=503,
+        body="html",
+        message="boom",
+        error_type="server_error",
+        code=500,
+        retry_after=None,
+        text="hello",
+        pieces=["a", "b"],
+        chunk_size=2,
+        size=10,
+        tool_calls=2,
+        created=None,
+    )
+    assert config_from_args(parser.parse_args(["--code", "rate_limit"])).code == "rate_limit"
+
+
+@pytest.mark.parametrize(
+    "argv", [["--fault", "nope"], ["--status", "700"], ["--delay", "-1"], ["--created", "x"]]
+)
+def test_command_line_rejects_bad_options(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for main in (streamrelay.testing.cli.main, lambda a: streamrelay.cli.main(["simulate", *a])):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "error:" in capsys.readouterr().err
+
+
+def test_streamrelay_simulate_runs_the_same_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served: list[tuple[str, int, SimulatorConfig | None, str]] = []
+
+    def fake_serve(
+        host: str, port: int, config: SimulatorConfig | None = None, *, log_level: str = "info"
+    ) -> None:
+        served.append((host, port, config, log_level))
+
+    monkeypatch.setattr(streamrelay.testing.server, "serve", fake_serve)
+    argv = ["--port", "9123", "--fault", "crlf", "--tokens", "3", "--log-level", "warning"]
+    assert streamrelay.cli.main(["simulate", *argv]) == 0
+    assert streamrelay.testing.cli.main(argv) == 0
+    expected = ("127.0.0.1", 9123, SimulatorConfig(tokens=3, fault="crlf"), "warning")
+    assert served == [expected, expected]
+    banners = capsys.readouterr().err.split("streamrelay simulator on ")
+    assert banners[1] == banners[2] and banners[1].startswith("http://127.0.0.1:9123/v1")
+
+    _, simulate = streamrelay.cli._parser()
+    options = [(a.option_strings, a.dest, a.help) for a in simulate._actions]
+    assert options == [(a.option_strings, a.dest, a.help) for a in build_parser()._actions]
+    assert simulate.epilog == build_parser().epilog
+
+
+@contextlib.contextmanager
+def command(*argv: str) -> Iterator[tuple[str, list[str]]]:
+    """Runs ``python -m <argv>`` on a free port; yields its URL and, once it has
+    stopped, its standard error as the list's only item."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    src = Path(streamrelay.testing.__file__).resolve().parents[1]
+    src = Path(streamrelay.testing.__file__).resolve().parents[2]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
     }
-    command = [sys.executable, "-m", "streamrelay.testing", "--port", str(port), "--delay", "0"]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", *argv, "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stderr: list[str] = []
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while True:
             try:
-                response = httpx.post(
-                    f"http://127.0.0.1:{port}/v1/chat/completions",
-                    json=request_body(tokens=2, fault="mid_error"),
-                )
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
-            except httpx.ConnectError:
-                assert time.monotonic() < deadline, "the simulator did not start"
+            except OSError:
+                assert process.poll() is None, process.communicate()[1]
+                assert time.monotonic() < deadline, "the command did not start"
                 time.sleep(0.05)
-        assert sse_data(response.content)[-1].startswith('{"error"')
+        yield f"http://127.0.0.1:{port}", stderr
     finally:
         process.terminate()
-        _, stderr = process.communicate(timeout=10)
-    assert "POST /v1/chat/completions fault=mid_error -> 200 finished" in stderr
+        stderr.append(process.communicate(timeout=10)[1])
+
+
+@pytest.mark.parametrize(
+    "program", [["streamrelay.testing"], ["streamrelay.cli", "simulate"]], ids=["-m", "simulate"]
+)
+def test_command_line(program: list[str]) -> None:
+    options = ["--delay", "0", "--tokens", "2", "--fault", "mid_error", "--model", "cli-model"]
+    with command(*program, *options) as (url, stderr):
+        response = httpx.post(url + "/v1/chat/completions", json=request_body())
+        models = httpx.get(url + "/v1/models").json()
+    data = sse_data(response.content)
+    assert data[-1].startswith('{"error"')
+    assert len(data) == 3  # the role, one token (half of --tokens 2), the error
+    assert [model["id"] for model in models["data"]] == ["cli-model"]
+    assert "streamrelay simulator on http://127.0.0.1:" in stderr[0]
+    assert "POST /v1/chat/completions fault=mid_error -> 200 finished" in stderr[0]
+
+
+def test_demo_command_streams_from_the_embedded_simulator() -> None:
+    with command("streamrelay.cli", "demo", "--simulator", "--delay", "0") as (url, stderr):
+        page = httpx.get(url + "/")
+        body = request_body(stream=False)
+        answer = httpx.post(url + "/v1/chat/completions?format=text", json=body, timeout=10)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert answer.status_code == 200, answer.text
+    assert answer.text == Simulator().expected_text(body)
+    assert "upstream:   the embedded simulator" in stderr[0]
+
+
+def test_serve_command_relays_to_the_given_upstream(sim: Simulator, base_url: str) -> None:
+    argv = ["serve", "--upstream", base_url, "--mount", "/ai", "--heartbeat", "0"]
+    with command("streamrelay.cli", *argv) as (url, stderr):
+        answer = httpx.post(url + "/ai/chat/completions?format=text", json=request_body())
+    assert answer.status_code == 200, answer.text
+    assert answer.text == sim.expected_text(request_body())
+    assert sim.requests[-1].path == "/v1/chat/completions"
+    assert f"upstream: {base_url}" in stderr[0]
+    assert "heartbeat: off" in stderr[0]

@@ -16,7 +16,7 @@ import pytest
 
 from streamrelay import StreamRelay
 from streamrelay.testing import ServerThread, Simulator
-from streamrelay.upstream import _env_proxy
+from streamrelay.upstream.client import _env_proxy
 from wire import chat_body, fetch, mounts, relay_host
 
 UNRESOLVABLE = "http://upstream.invalid/v1"

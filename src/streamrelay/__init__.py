@@ -2,43 +2,91 @@
 
 Three ways in, one engine:
 
->>> from streamrelay import StreamRelay, StreamRelayMiddleware, relay_response
->>> relay = StreamRelay(upstream="https://api.openai.com/v1", api_key="sk-...")
->>> app.mount("/ai", relay)                                   # a mountable ASGI app
->>> app.add_middleware(StreamRelayMiddleware, paths=["/chat"])  # re-frame your own routes
->>> return relay_response(upstream_response, request)         # from any handler
+>>> from streamrelay import StreamRelay, StreamRelayMiddleware, Upstream, relay_response
+>>> relay = StreamRelay(Upstream("https://api.openai.com/v1", api_key="sk-..."))
+>>> app.mount("/ai", relay)                                   # doctest: +SKIP
+>>> app.add_middleware(StreamRelayMiddleware, paths=["/chat"])  # doctest: +SKIP
+
+The names below are imported on first use, so ``import streamrelay.sse`` (or any
+other module of the sans-I/O core: ``events``, ``openai``, ``formats``,
+``transcoder``, ``negotiation``, ``config``, ``timing``, ``outcome``) loads
+nothing outside the standard library.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .app import StreamRelay
-from .errors import (
-    ConfigurationError,
-    EventTooLarge,
-    ProtocolError,
-    RequestRejected,
-    StreamRelayError,
-    UnsupportedFormat,
-    UpstreamStatusError,
-    UpstreamUnavailable,
-)
-from .events import Delta, Done, Error, Event, Finish, Refusal, Start, ToolCall, Usage
-from .formats import FORMATS
-from .middleware import StreamRelayMiddleware
-from .pipeline import StreamAborted, StreamSettings
-from .response import RelayResponse, relay_response
+
+if TYPE_CHECKING:
+    from .app import StreamRelay
+    from .config import RequestLimits, StreamSettings
+    from .errors import (
+        ConfigurationError,
+        EventTooLarge,
+        ProtocolError,
+        RequestRejected,
+        StreamRelayError,
+        UnsupportedFormat,
+        UpstreamStatusError,
+        UpstreamUnavailable,
+    )
+    from .events import Delta, Done, Error, Event, Finish, Refusal, Start, ToolCall, Usage
+    from .formats import FORMATS
+    from .middleware import StreamRelayMiddleware
+    from .outcome import Ending, Outcome
+    from .pipeline import StreamAborted
+    from .response import RelayResponse, relay_response
+    from .upstream import Upstream
+
+_EXPORTS = {
+    "StreamRelay": "app",
+    "StreamSettings": "config",
+    "RequestLimits": "config",
+    "ConfigurationError": "errors",
+    "EventTooLarge": "errors",
+    "ProtocolError": "errors",
+    "RequestRejected": "errors",
+    "StreamRelayError": "errors",
+    "UnsupportedFormat": "errors",
+    "UpstreamStatusError": "errors",
+    "UpstreamUnavailable": "errors",
+    "Delta": "events",
+    "Done": "events",
+    "Error": "events",
+    "Event": "events",
+    "Finish": "events",
+    "Refusal": "events",
+    "Start": "events",
+    "ToolCall": "events",
+    "Usage": "events",
+    "FORMATS": "formats",
+    "StreamRelayMiddleware": "middleware",
+    "Ending": "outcome",
+    "Outcome": "outcome",
+    "StreamAborted": "pipeline",
+    "RelayResponse": "response",
+    "relay_response": "response",
+    "Upstream": "upstream",
+}
 
 __all__ = [
     "FORMATS",
     "ConfigurationError",
     "Delta",
     "Done",
+    "Ending",
     "Error",
     "Event",
     "EventTooLarge",
     "Finish",
+    "Outcome",
     "ProtocolError",
     "Refusal",
     "RelayResponse",
+    "RequestLimits",
     "RequestRejected",
     "Start",
     "StreamAborted",
@@ -48,9 +96,23 @@ __all__ = [
     "StreamSettings",
     "ToolCall",
     "UnsupportedFormat",
+    "Upstream",
     "UpstreamStatusError",
     "UpstreamUnavailable",
     "Usage",
     "__version__",
     "relay_response",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'streamrelay' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
-from starlette.types import Receive, Send
+from starlette.types import Receive, Scope, Send
 
 from . import _json
-from .errors import RequestRejected, UpstreamStatusError
+from .errors import RequestRejected, UnsupportedFormat, UpstreamStatusError
+from .negotiation import format_param, negotiate
 
-__all__ = ["ClientDisconnected", "read_body", "send_error", "send_passthrough", "send_rejection"]
+__all__ = [
+    "ClientDisconnected",
+    "disconnect_waiter",
+    "header",
+    "negotiate_format",
+    "read_body",
+    "send_error",
+    "send_passthrough",
+    "send_rejection",
+]
 
 
 async def send_error(
@@ -39,6 +49,7 @@ async def send_error(
 
 
 async def send_rejection(send: Send, exc: RequestRejected) -> None:
+    """The JSON error for a refused request, with the refusal's own headers."""
     await send_error(
         send,
         exc.status_code,
@@ -85,3 +96,36 @@ async def read_body(receive: Receive, limit: int, content_length: int | None) ->
 
 class ClientDisconnected(Exception):
     """The client left while we were still reading its request."""
+
+
+def negotiate_format(scope: Scope, default: str) -> str:
+    """The format a request negotiated (``?format=``, then ``Accept``, then ``default``),
+    or :class:`RequestRejected`: the one "negotiate or reject" of every entry point,
+    so that each answers a bad request with the same status, body and headers."""
+    try:
+        return negotiate(
+            format_param(scope.get("query_string", b"")), header(scope, b"accept"), default
+        )
+    except UnsupportedFormat as exc:
+        raise RequestRejected(
+            406, str(exc), code="unsupported_format", headers={"vary": "accept"}
+        ) from None
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of request header ``name`` (lower case), if present."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def disconnect_waiter(receive: Receive) -> Callable[[], Awaitable[None]]:
+    """A function that returns once ``receive`` reports the client gone (for
+    :func:`~streamrelay.pipeline.run_stream`, after the request body was read)."""
+
+    async def wait_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    return wait_disconnect

@@ -3,7 +3,9 @@
 * ``streamrelay demo``: the relay at ``/v1`` and a chat page at ``/``. With no
   ``OPENAI_API_KEY`` its upstream is the embedded simulator, so it works offline.
 * ``streamrelay serve --upstream URL --mount /v1``: the relay on its own.
-* ``streamrelay simulate``: the OpenAI-compatible simulator on its own.
+* ``streamrelay simulate``: the OpenAI-compatible simulator on its own, with an
+  option for every simulator setting. Its parser and runner live in
+  :mod:`streamrelay.testing.cli`, which ``python -m streamrelay.testing`` uses too.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from starlette.types import ASGIApp
 
 from ._version import __version__
 from .app import StreamRelay
+from .config import StreamSettings
 from .formats import FORMATS
-from .upstream import resolve_upstream
+from .testing import cli as simulator_cli
+from .upstream import Upstream, resolve_upstream
 
 __all__ = ["build_demo_app", "main"]
 
@@ -32,17 +36,20 @@ logger = logging.getLogger("streamrelay")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamrelay`` console script."""
-    parser = _parser()
+    parser, simulate = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "simulate":  # the same code as ``python -m streamrelay.testing``
+        return simulator_cli.run(args, simulate)
     _configure_logging(args.log_level)
-    command = {"demo": _demo, "serve": _serve, "simulate": _simulate}[args.command]
+    command = {"demo": _demo, "serve": _serve}[args.command]
     return command(args)
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The ``streamrelay`` parser, and its ``simulate`` subparser."""
     parser = argparse.ArgumentParser(
         prog="streamrelay",
         description="Relay OpenAI-compatible LLM streams to browsers, token by token.",
@@ -53,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser, port: int) -> None:
         p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
         p.add_argument("--port", type=int, default=port, help=f"port (default {port})")
-        p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        p.add_argument("--log-level", default="info", choices=simulator_cli.LOG_LEVELS)
 
     demo = sub.add_parser("demo", help="relay + chat page; the simulator if no OPENAI_API_KEY")
     common(demo, 8000)
@@ -72,10 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     simulate = sub.add_parser("simulate", help="run the OpenAI-compatible simulator alone")
-    common(simulate, 9000)
-    simulate.add_argument("--tokens", type=int, default=40, help="tokens per answer")
-    simulate.add_argument("--delay", type=float, default=0.02, help="seconds between tokens")
-    return parser
+    simulator_cli.configure(simulate)
+    return parser, simulate
 
 
 def build_demo_app(
@@ -94,7 +99,7 @@ def build_demo_app(
 
     routes: list[Route | Mount] = [
         Route("/", index),
-        Mount("/v1", StreamRelay(upstream=upstream, api_key=api_key)),
+        Mount("/v1", StreamRelay(Upstream(upstream, api_key=api_key))),
     ]
     if simulator is not None:
         routes.append(Mount("/simulator", simulator))
@@ -142,10 +147,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     mount = "/" + args.mount.strip("/") if args.mount.strip("/") else ""
+    upstream = Upstream(args.upstream)
     relay = StreamRelay(
-        upstream=args.upstream,
+        upstream,
         default_format=args.format,
-        heartbeat=args.heartbeat or None,
+        stream=StreamSettings(heartbeat=args.heartbeat or None),
     )
     app: ASGIApp = Starlette(routes=[Mount(mount, relay)]) if mount else relay
     base = f"http://{_url_host(args.host)}:{args.port}{mount}"
@@ -153,28 +159,13 @@ def _serve(args: argparse.Namespace) -> int:
     _banner(
         [
             f"streamrelay {__version__}: relaying {base}/chat/completions",
-            f"  upstream: {relay.upstream.base_url}",
+            f"  upstream: {upstream.base_url}",
             f"  OPENAI_API_KEY: {has_key}",
             f"  default format: {args.format}; heartbeat: {args.heartbeat or 'off'}",
             "",
         ]
     )
     return _run(app, args)
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from .testing import SimulatorConfig, serve
-
-    _banner(
-        [
-            f"streamrelay simulator on http://{_url_host(args.host)}:{args.port}/v1",
-            f"  {args.tokens} tokens per answer, {args.delay}s apart; "
-            'faults via the request body: {"simulator": {"fault": "mid_error"}}',
-            "",
-        ]
-    )
-    serve(args.host, args.port, SimulatorConfig(tokens=args.tokens, delay=args.delay))
-    return 0
 
 
 def _run(app: ASGIApp, args: argparse.Namespace) -> int:
@@ -199,9 +190,7 @@ def _url_host(host: str) -> str:
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+        level=getattr(logging, level.upper()), format=simulator_cli.LOG_FORMAT, datefmt="%H:%M:%S"
     )
 
 

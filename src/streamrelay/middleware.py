@@ -10,12 +10,11 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _http
-from .errors import ConfigurationError, RequestRejected, UnsupportedFormat
-from .formats import FORMATS, encoder_for
-from .negotiation import format_param, negotiate
-from .pipeline import STREAM_HEADERS, StreamSettings, run_stream
+from .config import StreamSettings, check_format_name, settings_or_default
+from .errors import ConfigurationError, RequestRejected
+from .outcome import StreamObserver
+from .pipeline import STREAM_HEADERS, Declined, run_stream
 from .sources import Source
-from .sse import DEFAULT_MAX_EVENT_BYTES
 
 __all__ = ["StreamRelayMiddleware"]
 
@@ -43,9 +42,19 @@ class StreamRelayMiddleware:
     * On requests whose path starts with one of ``paths``, a ``200
       text/event-stream`` response from the host (OpenAI SSE, e.g. proxied with
       httpx) is re-framed into the format the client negotiated, with the same
-      pipeline as :class:`~streamrelay.StreamRelay`.
+      pipeline and settings as :class:`~streamrelay.StreamRelay`.
 
-    >>> app.add_middleware(StreamRelayMiddleware, paths=["/chat"])
+    ::
+
+        app.add_middleware(StreamRelayMiddleware, paths=["/chat"])
+
+    Args:
+        app: the host ASGI app.
+        paths: path prefixes of the host's streaming routes to re-frame.
+        default_format: the format for clients that ask for none.
+        stream: the :class:`~streamrelay.StreamSettings`; ``first_byte_timeout``
+            bounds the wait for the host's response to start.
+        on_stream_end: called with each re-framed stream's :class:`~streamrelay.Outcome`.
     """
 
     def __init__(
@@ -54,26 +63,16 @@ class StreamRelayMiddleware:
         paths: Sequence[str] = (),
         *,
         default_format: str = "sse",
-        heartbeat: float | None = 15.0,
-        idle_timeout: float | None = 300.0,
-        send_timeout: float | None = 30.0,
-        first_byte_timeout: float | None = None,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        stream: StreamSettings | None = None,
+        on_stream_end: StreamObserver | None = None,
     ) -> None:
         if isinstance(paths, str):
             raise ConfigurationError("paths must be a list of path prefixes, not a string")
-        if default_format not in FORMATS:
-            raise ConfigurationError(f"default_format must be one of {', '.join(FORMATS)}")
         self.app = app
         self.paths = tuple(paths)
-        self.default_format = default_format
-        self.settings = StreamSettings(
-            heartbeat=heartbeat,
-            first_byte_timeout=first_byte_timeout,
-            idle_timeout=idle_timeout,
-            send_timeout=send_timeout,
-            max_event_bytes=max_event_bytes,
-        )
+        self.default_format = check_format_name(default_format)
+        self.settings = settings_or_default(stream, StreamSettings, "stream")
+        self.on_stream_end = on_stream_end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,14 +82,7 @@ class StreamRelayMiddleware:
             await self.app(scope, receive, _AntiBuffering(send))
             return
         try:
-            fmt = negotiate(
-                format_param(scope.get("query_string", b"")),
-                _header(scope, b"accept"),
-                self.default_format,
-            )
-        except UnsupportedFormat as exc:
-            await _http.send_error(send, 406, str(exc), code="unsupported_format")
-            return
+            fmt = _http.negotiate_format(scope, self.default_format)
         except RequestRejected as exc:
             await _http.send_rejection(send, exc)
             return
@@ -124,23 +116,19 @@ class _Reframe:
         self.passthrough: _AntiBuffering | None = None
         self.host_done = anyio.Event()
         self.host_scope = anyio.CancelScope()
-        self.host_headers: list[tuple[bytes, bytes]] = []
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.mux.pump)
             tg.start_soon(self.run_host)
-            try:
-                await run_stream(
-                    self.send,
-                    open_source=self.open_source,
-                    wait_disconnect=self.mux.disconnected.wait,
-                    encoder=encoder_for(self.fmt),
-                    settings=self.middleware.settings,
-                    headers=self.host_headers,  # filled in when the host starts
-                )
-            except _Handled:
-                pass
+            await run_stream(
+                self.send,
+                open_source=self.open_source,
+                wait_disconnect=self.mux.disconnected.wait,
+                format=self.fmt,
+                settings=self.middleware.settings,
+                observer=self.middleware.on_stream_end,
+            )
             tg.cancel_scope.cancel()
 
     async def run_host(self) -> None:
@@ -160,7 +148,6 @@ class _Reframe:
                 and _content_type(headers).startswith(b"text/event-stream")
                 and _header_value(headers, b"content-encoding") in (b"", b"identity")
             ):
-                self.host_headers.extend((k, v) for k, v in headers if k.lower() not in _REPLACED)
                 self.start = message
             else:
                 self.passthrough = _AntiBuffering(self.send)
@@ -181,22 +168,23 @@ class _Reframe:
             # The host answered with something other than OpenAI SSE (or crashed):
             # it goes to the client unchanged, so the pipeline has nothing to relay.
             await self.host_done.wait()
-            raise _Handled
+            raise Declined
 
         async def close(complete: bool) -> None:
             if not complete:
                 self.host_scope.cancel()  # the host's own upstream call is cancelled with it
 
-        return Source(_receive_all(self.body_out), "sse", close)
+        # The host's own headers (its cookies, request ids) go with the stream,
+        # less those the relay replaces.
+        host_headers = [
+            (k, v) for k, v in self.start.get("headers", []) if k.lower() not in _REPLACED
+        ]
+        return Source(_receive_all(self.body_out), "sse", close, headers=host_headers)
 
 
 async def _receive_all(stream: anyio.abc.ObjectReceiveStream[bytes]) -> Any:
     async for chunk in stream:
         yield chunk
-
-
-class _Handled(Exception):
-    pass
 
 
 class _ReceiveMux:
@@ -275,10 +263,3 @@ def _header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:
         if key.lower() == name:
             return bytes(value).lower().strip()
     return b""
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None

@@ -11,18 +11,17 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from .errors import RequestRejected, UnsupportedFormat
-from .formats import FORMATS
+from .formats import ACCEPT_TYPES, FORMATS
 
 __all__ = ["MEDIA_TYPES", "format_param", "negotiate"]
 
-MEDIA_TYPES: dict[str, str] = {
-    "text/event-stream": "sse",
-    "application/x-ndjson": "ndjson",
-    "application/jsonl": "ndjson",
-    "text/plain": "text",
-    "application/json": "openai",  # what OpenAI SDKs send
-}
-"""Accept media types and the format each selects."""
+MEDIA_TYPES: dict[str, str] = ACCEPT_TYPES
+"""Accept media types and the format each selects.
+
+The registry's own table (:data:`streamrelay.formats.ACCEPT_TYPES`, the same
+object), built from each format's ``accept``: a format added with
+:func:`streamrelay.formats.register` is negotiable at once.
+"""
 
 
 def negotiate(query_format: str | None, accept: str | None, default: str) -> str:

@@ -37,7 +37,16 @@ class ChunkDecoder:
     input is ignored.
     """
 
-    __slots__ = ("_calls", "_choices", "_finished", "_started", "_tool_seen", "terminated")
+    __slots__ = (
+        "_calls",
+        "_choices",
+        "_finished",
+        "_started",
+        "_tool_seen",
+        "model",
+        "terminated",
+        "usage",
+    )
 
     def __init__(self) -> None:
         self._started = False
@@ -46,6 +55,10 @@ class ChunkDecoder:
         self._calls: dict[int, int] = {}  # Responses output_index -> call number
         self._tool_seen = False
         self.terminated = False
+        self.model: str | None = None
+        """The model the upstream named in its first chunk, if any."""
+        self.usage: Usage | None = None
+        """The last token usage the upstream reported, if any."""
 
     def feed(self, data: str) -> list[Event]:
         """Decode one SSE ``data`` payload."""
@@ -126,6 +139,15 @@ class ChunkDecoder:
             )
         ]
 
+    def _start(self, obj: Mapping[str, Any]) -> Start:
+        start = Start(_str(obj.get("id")), _str(obj.get("model")))
+        self.model = start.model or None
+        return start
+
+    def _usage(self, prompt: int, completion: int, total: int) -> Usage:
+        self.usage = Usage(prompt, completion, total)
+        return self.usage
+
     # chat.completions -------------------------------------------------------
 
     def _chat_chunk(self, obj: Mapping[str, Any]) -> list[Event]:
@@ -133,7 +155,7 @@ class ChunkDecoder:
         choices = obj.get("choices")
         if not self._started and (obj.get("id") or choices):
             self._started = True
-            events.append(Start(_str(obj.get("id")), _str(obj.get("model"))))
+            events.append(self._start(obj))
         if isinstance(choices, list):
             for choice in choices:
                 if isinstance(choice, dict):
@@ -142,9 +164,9 @@ class ChunkDecoder:
         if isinstance(usage, dict):
             if not self._started:
                 self._started = True
-                events.insert(0, Start(_str(obj.get("id")), _str(obj.get("model"))))
+                events.insert(0, self._start(obj))
             events.append(
-                Usage(
+                self._usage(
                     _int(usage.get("prompt_tokens")),
                     _int(usage.get("completion_tokens")),
                     _int(usage.get("total_tokens")),
@@ -212,7 +234,7 @@ class ChunkDecoder:
             response = obj.get("response")
             if isinstance(response, dict) and not self._started:
                 self._started = True
-                return [Start(_str(response.get("id")), _str(response.get("model")))]
+                return [self._start(response)]
             return []
         if kind in ("response.completed", "response.incomplete"):
             return self._responses_end(kind, obj)
@@ -239,7 +261,7 @@ class ChunkDecoder:
         usage = response.get("usage")
         if isinstance(usage, dict):
             events.append(
-                Usage(
+                self._usage(
                     _int(usage.get("input_tokens")),
                     _int(usage.get("output_tokens")),
                     _int(usage.get("total_tokens")),
@@ -255,7 +277,7 @@ class ChunkDecoder:
         self._started = True
         response = obj.get("response")  # response.completed etc. carry id and model
         if isinstance(response, dict):
-            return [Start(_str(response.get("id")), _str(response.get("model"))), *rest]
+            return [self._start(response), *rest]
         return [Start("", ""), *rest]
 
 

@@ -1,22 +1,60 @@
-"""The one streaming loop. ``StreamRelay``, ``StreamRelayMiddleware`` and
-``relay_response`` all end in :func:`run_stream`.
+"""The one streaming loop. :class:`~streamrelay.StreamRelay`,
+:class:`~streamrelay.StreamRelayMiddleware` and :func:`~streamrelay.relay_response`
+all end in :func:`run_stream`.
 
-It opens the source under the first-byte timeout, sends the headers and a first
-byte at once, then relays: one upstream read becomes at most one ASGI ``send``
-(coalesced, never held back). One side task runs beside it, the monitor: it
-waits for the client to leave, which cancels everything (closing the upstream
-stops a paid generation), and once the stream is open it also sends heartbeats
-and enforces the idle and send timeouts. It waits on the client with the next
-deadline as its timeout instead of arming a timer per chunk, so the per-token
-path is a decode, an encode and a send.
+Theory of operation
+===================
+
+Two tasks run per stream, inside one task group whose scope is ``outer``:
+
+* **The pump** (the caller's task, :meth:`_Stream.run`) opens the source under
+  the first-byte timeout, sends the response head and a first body message at
+  once, then relays: one upstream read becomes at most one ASGI ``send``
+  (coalesced by the transcoder, never held back). It is the only task that
+  sends, except for heartbeats. It finishes the stream (the terminal event,
+  the last empty body message) under the send timeout.
+* **The monitor** (:meth:`_Stream.monitor`) waits for the client to leave,
+  with the next deadline from :class:`~streamrelay.timing.Deadlines` as its
+  timeout instead of a timer per chunk, so the per-token path is a decode, an
+  encode and a send. When a deadline falls due it sends a heartbeat, or *cuts*
+  the pump (idle or send timeout) by cancelling ``pump_scope``.
+
+Who cancels what:
+
+* the client leaving (the monitor's receive, or an ``OSError`` from ``send``)
+  cancels ``outer``: everything stops and the upstream is closed unfinished,
+  which is what stops a paid generation;
+* a timeout cancels only ``pump_scope``: the pump then writes the ending (an
+  ``upstream_timeout`` error event, or nothing for a send timeout);
+* the server cancelling the task (graceful shutdown over) reaches the pump
+  while :attr:`_Stream.ending` is still unset: it sends a ``shutdown`` error.
+* the pump ends the monitor without cancelling the group (:meth:`_Stream.stop_monitor`),
+  because a ``CancelledError`` that ends a task leaves a reference cycle of the
+  whole stream for the garbage collector, whose passes showed as latency spikes.
+
+Windows that must not await:
+
+* in :meth:`_Stream.write`, between waiting for a heartbeat in flight and
+  starting the send: the monitor must see the send phase at once, or it could
+  start a heartbeat beside the send (two ASGI sends at once);
+* in the monitor, between computing what is due and acting on it.
+
+State has one home each: the clock readings and the timing rules in
+:class:`~streamrelay.timing.Deadlines`; decode and encode state in the
+:class:`~streamrelay.transcoder.Transcoder`; how the stream ended in
+:attr:`_Stream.ending` (set once, first writer wins, except that a final send
+timing out overrides a clean end); what the monitor cut the pump for in
+:attr:`_Stream.cut`. The :class:`~streamrelay.outcome.Outcome` is built from
+them at the end and handed to the observer.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
@@ -24,14 +62,16 @@ import anyio
 from starlette.types import Send
 
 from . import _http
-from .errors import ConfigurationError, StreamRelayError, UpstreamStatusError, UpstreamUnavailable
+from .config import StreamSettings
+from .errors import StreamRelayError, UpstreamStatusError, UpstreamUnavailable
 from .events import Error
-from .formats import Encoder
+from .formats import encoder_for
+from .outcome import Ending, Outcome, StreamObserver
 from .sources import Source
-from .sse import DEFAULT_MAX_EVENT_BYTES
+from .timing import Deadlines, Due
 from .transcoder import Transcoder
 
-__all__ = ["STREAM_HEADERS", "StreamAborted", "StreamSettings", "run_stream"]
+__all__ = ["STREAM_HEADERS", "Declined", "StreamAborted", "run_stream"]
 
 logger = logging.getLogger("streamrelay")
 
@@ -46,34 +86,6 @@ STREAM_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 """Headers every stream carries so that nothing between us and the client buffers it."""
 
 
-@dataclass(frozen=True, slots=True)
-class StreamSettings:
-    """Timing and size limits of one stream. Times are in seconds; ``None`` disables.
-
-    * ``heartbeat``: keep-alive after this much silence towards the client;
-    * ``first_byte_timeout``: the upstream must answer (headers) within it, else 504;
-    * ``idle_timeout``: the upstream must send something within it, else an
-      ``upstream_timeout`` error event;
-    * ``send_timeout``: a client that accepts nothing for this long is dropped
-      and its upstream closed;
-    * ``max_event_bytes``: the largest upstream line or event accepted.
-    """
-
-    heartbeat: float | None = 15.0
-    first_byte_timeout: float | None = 60.0
-    idle_timeout: float | None = 300.0
-    send_timeout: float | None = 30.0
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
-
-    def __post_init__(self) -> None:
-        for name in ("heartbeat", "first_byte_timeout", "idle_timeout", "send_timeout"):
-            value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise ConfigurationError(f"{name} must be a positive number of seconds or None")
-        if self.max_event_bytes < 1024:
-            raise ConfigurationError("max_event_bytes must be at least 1024")
-
-
 class StreamAborted(StreamRelayError):
     """Raised to make the ASGI server drop a response it cannot end cleanly.
 
@@ -83,7 +95,9 @@ class StreamAborted(StreamRelayError):
     """
 
 
-_READING, _SENDING = 0, 1
+_QUIET_ENDINGS = frozenset({Ending.DONE, Ending.CLIENT_DISCONNECTED, Ending.SHUTDOWN})
+"""Endings logged at INFO; the others at WARNING (something went wrong upstream or
+with the client's connection)."""
 _SHUTDOWN_SEND_TIMEOUT = 1.0
 """How long a stopping server's stream may take to send its ``shutdown`` error."""
 
@@ -93,87 +107,117 @@ async def run_stream(
     *,
     open_source: Callable[[], Awaitable[Source]],
     wait_disconnect: Callable[[], Awaitable[Any]],
-    encoder: Encoder,
+    format: str,
     settings: StreamSettings,
     headers: Sequence[tuple[bytes, bytes]] = (),
-) -> None:
+    observer: StreamObserver | None = None,
+) -> Outcome | None:
     """Relay one stream to ``send`` until it ends, fails or the client leaves.
 
     ``open_source`` may raise :class:`~streamrelay.errors.UpstreamStatusError` or
     :class:`~streamrelay.errors.UpstreamUnavailable`; those become proper HTTP
     responses since nothing has been sent yet. ``wait_disconnect`` returns when
-    the client has gone.
+    the client has gone. The response head carries ``headers`` and the source's
+    own :attr:`~streamrelay.sources.Source.headers`. ``observer`` gets the
+    :class:`~streamrelay.outcome.Outcome`, which is also returned (``None`` when
+    ``open_source`` raised :class:`Declined`).
+
+    Raises :class:`StreamAborted` when the response must be cut rather than ended
+    (see there), and re-raises what the source raised unexpectedly.
     """
-    stream = _Stream(send, encoder, settings)
-    async with anyio.create_task_group() as tg:
-        stream.outer = tg.cancel_scope
-        tg.start_soon(stream.monitor, wait_disconnect)
-        try:
-            await stream.run(open_source, headers)
-        except Exception as exc:  # re-raised outside the task group, unwrapped
-            stream.crash = exc
-        # End the monitor without cancelling the task group: a CancelledError
-        # that ends a task leaves a reference cycle (traceback, frames, the whole
-        # stream) for the garbage collector, whose passes showed up as latency
-        # spikes. The monitor's own scope catches its cancellation.
-        stream.stop_monitor()
-    stream.log()
-    if stream.crash is not None:
-        raise stream.crash
-    if stream.abort is not None:
-        raise StreamAborted(stream.abort)
+    stream = _Stream(send, format, settings)
+    crash: Exception | None = None
+    declined = False
+    try:
+        async with anyio.create_task_group() as tg:
+            stream.outer = tg.cancel_scope
+            tg.start_soon(stream.monitor, wait_disconnect)
+            try:
+                await stream.run(open_source, headers)
+            except Declined:
+                declined = True
+            except Exception as exc:  # re-raised outside the task group, unwrapped
+                crash = exc
+                stream.end(Ending.CRASHED, type(exc).__name__)
+            stream.stop_monitor()
+    finally:
+        if not declined:
+            # Also when the server cancels us before the stream opened: then the
+            # ending is still unset, and the observer still hears of it.
+            stream.end(Ending.SHUTDOWN, "shutdown")
+            outcome = stream.outcome()
+            _log(outcome, crash)
+            if observer is not None:
+                await _observe(observer, outcome)
+    if declined:
+        return None
+    if crash is not None:
+        raise crash
+    abort = stream.abort_reason()
+    if abort is not None:
+        raise StreamAborted(abort)
+    return outcome
+
+
+class Declined(Exception):
+    """Raised by an ``open_source`` that answered the request itself, without a stream
+    (the middleware, when the host's response is not OpenAI SSE): :func:`run_stream`
+    then returns ``None`` and reports no outcome."""
 
 
 class _Stream:
+    """One stream's state; see the module's theory of operation."""
+
     __slots__ = (
-        "abort",
-        "beat",
         "beating",
         "bytes_out",
-        "crash",
-        "disconnected",
+        "clock",
+        "code",
+        "cut",
         "encoder",
-        "last_in",
-        "last_out",
-        "opened_at",
-        "outcome",
+        "ending",
+        "monitor_stopped",
         "outer",
-        "phase",
         "pump_scope",
         "send",
-        "send_started",
         "settings",
-        "stopped",
-        "streaming",
-        "timed_out",
+        "started_at",
+        "status",
         "transcoder",
         "ttfb",
         "wake_scope",
     )
 
-    def __init__(self, send: Send, encoder: Encoder, settings: StreamSettings) -> None:
+    def __init__(self, send: Send, format: str, settings: StreamSettings) -> None:
         self.send = send
-        self.encoder = encoder
         self.settings = settings
+        self.encoder = encoder = encoder_for(format, now=time.time())
         self.transcoder = Transcoder(encoder, max_event_bytes=settings.max_event_bytes)
-        self.beating: anyio.Event | None = None  # set while a heartbeat is being sent
-        self.phase = _READING
-        self.opened_at = self.last_in = self.last_out = self.send_started = monotonic()
+        self.clock = Deadlines(
+            heartbeat=settings.heartbeat if encoder.heartbeat() else None,
+            idle_timeout=settings.idle_timeout,
+            send_timeout=settings.send_timeout,
+        )
+        self.started_at = monotonic()
         self.ttfb: float | None = None
-        self.timed_out: str | None = None
-        self.disconnected = False
-        self.abort: str | None = None
-        self.crash: Exception | None = None
-        self.outcome = "open"
+        self.ending: Ending | None = None  # set once, when the stream's fate is known
+        self.code: str | None = None
+        self.status: int | None = None  # the HTTP status sent, once sent
+        self.cut: Due | None = None  # what the monitor stopped the pump for
+        self.beating: anyio.Event | None = None  # set while a heartbeat is being sent
         self.bytes_out = 0
         self.outer: anyio.CancelScope | None = None
         self.pump_scope: anyio.CancelScope | None = None
-        self.beat = settings.heartbeat if encoder.heartbeat() else None
-        self.streaming = False  # the headers are out: heartbeats and timeouts apply
-        self.stopped = False
         self.wake_scope: anyio.CancelScope | None = None  # the monitor's current wait
+        self.monitor_stopped = False
 
-    # the main task --------------------------------------------------------------
+    def end(self, ending: Ending, code: str | None = None) -> None:
+        """Record how the stream ended; the first ending recorded stands."""
+        if self.ending is None:
+            self.ending = ending
+            self.code = code
+
+    # the pump -------------------------------------------------------------------
 
     async def run(
         self, open_source: Callable[[], Awaitable[Source]], headers: Sequence[tuple[bytes, bytes]]
@@ -183,7 +227,8 @@ class _Stream:
             source = await self.open(open_source)
             if source is None:
                 return
-            self.ttfb = monotonic() - self.opened_at
+            self.ttfb = monotonic() - self.started_at
+            self.status = 200
             await self.send(
                 {
                     "type": "http.response.start",
@@ -191,13 +236,15 @@ class _Stream:
                     "headers": [
                         (b"content-type", self.encoder.media_type.encode()),
                         *STREAM_HEADERS,
+                        *self.encoder.headers,
+                        *source.headers,
                         *headers,
                     ],
                 }
             )
             # Always a body message, even empty: some servers hold headers until one.
             await self.write(self.encoder.preamble())
-            self.streaming = True
+            self.clock.open(monotonic())
             self._wake_monitor()
             try:
                 with anyio.CancelScope() as self.pump_scope:
@@ -208,11 +255,9 @@ class _Stream:
                 with anyio.move_on_after(_or_inf(self.settings.send_timeout)) as final:
                     await self.finish()
                 if final.cancelled_caught:  # the monitor no longer watches these sends
-                    self.outcome = "send_timeout"
-                    self.abort = "the client accepted nothing within the send timeout"
+                    self.ending, self.code = Ending.SEND_TIMEOUT, "send_timeout"
             except anyio.get_cancelled_exc_class():
-                # Cancelled from outside, before the end: the server is stopping.
-                if not self.disconnected and self.outcome == "open":
+                if self.ending is None:  # not the client, not us: the server is stopping
                     await self.shut_down()
                 raise
         finally:
@@ -235,30 +280,30 @@ class _Stream:
         # Answered outside the timeout's scope: a timeout firing mid-answer would
         # leave a half-sent response to start again.
         if isinstance(failure, UpstreamStatusError):
-            self.outcome = f"upstream_status:{failure.status_code}"
+            self.end(Ending.UPSTREAM_STATUS, f"upstream_status_{failure.status_code}")
+            self.status = failure.status_code
             await _http.send_passthrough(self.send, failure)
-        elif failure is not None:
-            self.outcome = failure.code
-            await _http.send_error(
-                self.send,
-                failure.status_code,
-                failure.message,
-                code=failure.code,
-                type="upstream_error",
-            )
-        else:
-            self.outcome = "upstream_first_byte_timeout"
-            await _http.send_error(
-                self.send,
-                504,
+            return None
+        if failure is None:
+            failure = UpstreamUnavailable(
                 f"the upstream did not answer within {self.settings.first_byte_timeout}s",
                 code="upstream_timeout",
-                type="upstream_error",
+                status_code=504,
             )
+        self.end(Ending.UPSTREAM_UNAVAILABLE, failure.code)
+        self.status = failure.status_code
+        await _http.send_error(
+            self.send,
+            failure.status_code,
+            failure.message,
+            code=failure.code,
+            type="upstream_error",
+        )
         return None
 
     async def pump(self, source: Source) -> None:
         t = self.transcoder
+        clock = self.clock
         kind = source.kind
         if kind == "sse":
             feed: Callable[[Any], bytes] = t.feed_bytes
@@ -271,13 +316,10 @@ class _Stream:
 
         try:
             async for item in source.items:
-                self.last_in = monotonic()
+                clock.received(monotonic())
                 out = feed(item)
                 if out:
                     await self.write(out)
-                    # The upstream is waited on again from here: a slow client's
-                    # send must not count against the upstream's idle timeout.
-                    self.last_in = self.last_out
                 if t.terminated:
                     return
         except Exception as exc:  # the upstream connection broke (send errors cancel, not raise)
@@ -290,7 +332,7 @@ class _Stream:
 
     async def finish(self) -> None:
         t = self.transcoder
-        if self.timed_out == "idle":
+        if self.cut is Due.IDLE_TIMEOUT:
             out = t.fail(
                 Error(
                     f"the upstream sent nothing for {self.settings.idle_timeout}s",
@@ -299,17 +341,15 @@ class _Stream:
             )
             if out:
                 await self.write(out)
-        elif self.timed_out == "send":
-            self.outcome = "send_timeout"
-            self.abort = "the client accepted nothing within the send timeout"
+        elif self.cut is Due.SEND_TIMEOUT:
+            self.end(Ending.SEND_TIMEOUT, "send_timeout")
             return
         if t.error is not None:
-            self.outcome = f"error:{t.error.code}"
+            self.end(Ending.ERROR, t.error.code)
             if self.encoder.aborts_on_error:
-                self.abort = f"stream failed ({t.error.code}): {t.error.message}"
-                return
+                return  # cut by StreamAborted: the format cannot say it in-band
         else:
-            self.outcome = "done"
+            self.end(Ending.DONE)
         await self._send_body(b"", more_body=False)
 
     async def shut_down(self) -> None:
@@ -321,10 +361,9 @@ class _Stream:
         can still learn why its answer stops here instead of seeing a cut.
         """
         self.stop_monitor()
-        self.outcome = "error:shutdown"
+        self.end(Ending.SHUTDOWN, "shutdown")
         out = self.transcoder.fail(Error("the server is shutting down", "shutdown"))
         if self.encoder.aborts_on_error:
-            self.abort = "the server is shutting down"
             return
         with anyio.move_on_after(_SHUTDOWN_SEND_TIMEOUT, shield=True):
             if self.beating is None:  # else the heartbeat's send was cut mid-way
@@ -336,11 +375,10 @@ class _Stream:
         if beating is not None:
             await beating.wait()
         # No await between here and the send: the monitor sees the send phase.
-        self.phase = _SENDING
-        self.send_started = monotonic()
+        clock = self.clock
+        clock.sending(monotonic())
         await self._send_raw(body, True)
-        self.phase = _READING
-        self.last_out = monotonic()
+        clock.sent(monotonic())
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
         # Only a heartbeat can be in flight beside us. A lock would cost a trip
@@ -361,56 +399,24 @@ class _Stream:
     # the monitor ----------------------------------------------------------------
 
     async def monitor(self, wait_disconnect: Callable[[], Awaitable[Any]]) -> None:
-        """The side task: waits for the client to leave, with the next deadline as timeout.
-
-        Heartbeats and the idle and send timeouts apply once the stream is open.
-        """
-        while not self.stopped:
+        """The side task: waits for the client to leave, with the next deadline as timeout."""
+        clock = self.clock
+        while not self.monitor_stopped:
             wake = math.inf
-            if self.streaming and self.timed_out is None:
-                due, wake = self._due(monotonic())
-                if due == "heartbeat":
+            if self.cut is None:
+                due, wake = clock.due(monotonic())
+                if due is Due.HEARTBEAT:
                     await self._heartbeat()
                     continue
                 if due is not None:
-                    self._time_out(due)
+                    self.cut = due
+                    if self.pump_scope is not None:
+                        self.pump_scope.cancel()
                     continue
             with anyio.move_on_after(max(wake - monotonic(), 0.001)) as self.wake_scope:
                 await wait_disconnect()
                 self.client_gone()
                 return
-
-    def _due(self, now: float) -> tuple[str | None, float]:
-        """What is due now (``"heartbeat"``, ``"idle"``, ``"send"`` or ``None``), and
-        when to look again."""
-        s = self.settings
-        idle, beat = s.idle_timeout, self.beat
-        if self.phase == _SENDING:
-            # Nothing wakes the monitor when a send completes, so while one is in
-            # flight it looks again within the shortest read-side period: the idle
-            # and heartbeat deadlines, which start counting after the send, stay exact.
-            wake = now + min((t for t in (idle, beat) if t is not None), default=60.0)
-            if s.send_timeout is not None:
-                deadline = self.send_started + s.send_timeout
-                if now >= deadline:
-                    return "send", now
-                wake = min(wake, deadline)
-            return None, wake
-        wake = math.inf
-        if idle is not None:
-            deadline = self.last_in + idle
-            if now >= deadline:
-                return "idle", now
-            wake = deadline
-        if beat is not None:
-            deadline = self.last_out + beat
-            if now >= deadline:
-                return "heartbeat", now
-            wake = min(wake, deadline)
-        if s.send_timeout is not None:
-            # A send starting from now cannot time out before this.
-            wake = min(wake, now + s.send_timeout)
-        return None, wake
 
     def _wake_monitor(self) -> None:
         if self.wake_scope is not None:
@@ -418,48 +424,98 @@ class _Stream:
 
     def stop_monitor(self) -> None:
         """The monitor returns at once, or after the heartbeat it is sending."""
-        self.stopped = True
+        self.monitor_stopped = True
         self._wake_monitor()
 
     def client_gone(self) -> None:
-        if not self.disconnected:
-            self.disconnected = True
-            if self.outcome == "open":  # not after the end: servers report one then too
-                self.outcome = "client_disconnected"
-            assert self.outer is not None
-            self.outer.cancel()
+        # Not after the end: servers report a disconnect then too.
+        self.end(Ending.CLIENT_DISCONNECTED, "client_disconnected")
+        assert self.outer is not None
+        self.outer.cancel()
 
     async def _heartbeat(self) -> None:
         # Called only while the pump waits on the upstream; if the pump gets data
-        # meanwhile, its send waits for this one (see _send_body).
+        # meanwhile, its send waits for this one (see write).
         self.beating = beating = anyio.Event()
-        self.phase = _SENDING
-        self.send_started = monotonic()
+        clock = self.clock
+        clock.sending(monotonic())
         try:
             with anyio.move_on_after(_or_inf(self.settings.send_timeout)) as scope:
                 await self._send_raw(self.transcoder.heartbeat(), True)
         finally:
             self.beating = None
             beating.set()
-        self.phase = _READING
-        self.last_out = monotonic()
+        # The pump still waits on the upstream: its idle time keeps counting.
+        clock.sent(monotonic(), waited_on_client=False)
         if scope.cancelled_caught:
-            self._time_out("send")
+            self.cut = Due.SEND_TIMEOUT
+            if self.pump_scope is not None:
+                self.pump_scope.cancel()
 
-    def _time_out(self, kind: str) -> None:
-        self.timed_out = kind
-        if self.pump_scope is not None:
-            self.pump_scope.cancel()
+    # the end --------------------------------------------------------------------
 
-    def log(self) -> None:
-        logger.info(
-            "stream %s: format=%s events=%d bytes=%d ttfb=%s",
-            self.outcome,
-            self.encoder.name,
-            self.transcoder.events_out,
-            self.bytes_out,
-            f"{self.ttfb * 1000:.0f}ms" if self.ttfb is not None else "-",
+    def outcome(self) -> Outcome:
+        t = self.transcoder
+        return Outcome(
+            self.ending or Ending.SHUTDOWN,
+            code=self.code,
+            status=self.status,
+            format=self.encoder.name,
+            model=t.model,
+            usage=t.usage,
+            bytes_out=self.bytes_out,
+            events_out=t.events_out,
+            ttfb=self.ttfb,
+            duration=monotonic() - self.started_at,
         )
+
+    def abort_reason(self) -> str | None:
+        """Why the response must be cut instead of ended, if it must."""
+        if self.ending is Ending.SEND_TIMEOUT:
+            return "the client accepted nothing within the send timeout"
+        error = self.transcoder.error
+        if (
+            self.ending in (Ending.ERROR, Ending.SHUTDOWN)
+            and self.encoder.aborts_on_error
+            and error is not None
+        ):
+            return f"stream failed ({error.code}): {error.message}"
+        return None
+
+
+def _log(outcome: Outcome, crash: Exception | None) -> None:
+    if crash is not None:
+        return  # the server logs the exception with its traceback
+    level = logging.INFO if outcome.ending in _QUIET_ENDINGS else logging.WARNING
+    logger.log(
+        level,
+        "stream %s%s: status=%s format=%s model=%s events=%d bytes=%d ttfb=%s duration=%.0fms%s",
+        outcome.ending.value,
+        f" ({outcome.code})" if outcome.code and outcome.ending is not Ending.DONE else "",
+        outcome.status if outcome.status is not None else "-",
+        outcome.format,
+        outcome.model or "-",
+        outcome.events_out,
+        outcome.bytes_out,
+        f"{outcome.ttfb * 1000:.0f}ms" if outcome.ttfb is not None else "-",
+        outcome.duration * 1000,
+        (
+            f" usage={outcome.usage.prompt_tokens}+{outcome.usage.completion_tokens}"
+            if outcome.usage is not None
+            else ""
+        ),
+    )
+
+
+async def _observe(observer: StreamObserver, outcome: Outcome) -> None:
+    """Call the user's observer; its failure is logged, never the client's problem."""
+    try:
+        result = observer(outcome)
+        if inspect.isawaitable(result):
+            with anyio.CancelScope(shield=True):
+                await result
+    except Exception:
+        logger.exception("the on_stream_end observer failed")
 
 
 def _or_inf(value: float | None) -> float:

@@ -6,17 +6,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from .errors import ConfigurationError, RequestRejected, UnsupportedFormat
-from .formats import FORMATS, encoder_for
-from .negotiation import format_param, negotiate
-from .pipeline import StreamSettings, run_stream
+from . import _http
+from .config import StreamSettings, check_format_name, settings_or_default
+from .errors import RequestRejected
+from .outcome import StreamObserver
+from .pipeline import run_stream
 from .sources import open_source
-from .sse import DEFAULT_MAX_EVENT_BYTES
 
-__all__ = ["RelayResponse", "relay_response"]
+__all__ = ["RejectionResponse", "RelayResponse", "relay_response"]
 
 _OURS = frozenset({b"content-length", b"content-type", b"connection", b"transfer-encoding"})
 
@@ -35,34 +35,53 @@ class RelayResponse(Response):
         format: str,
         settings: StreamSettings,
         headers: Mapping[str, str] | None = None,
+        on_stream_end: StreamObserver | None = None,
     ) -> None:
+        from .formats import FORMATS
+
         self.source = source
         self.format = format
         self.settings = settings
-        self.encoder = encoder_for(format)
+        self.on_stream_end = on_stream_end
         self.status_code = 200
-        self.media_type = self.encoder.media_type
+        self._format_class = FORMATS[format]
+        self.media_type = self._format_class.media_type
         self.background = None
         self.body = b""
         self.init_headers(headers)
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k not in _OURS]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def opener() -> Any:
-            return await open_source(self.source, want_raw=self.encoder.wants_raw)
+        want_raw = self._format_class.wants_raw
+        source = self.source
 
-        async def wait_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+        async def opener() -> Any:
+            return await open_source(source, want_raw=want_raw)
 
         await run_stream(
             send,
             open_source=opener,
-            wait_disconnect=wait_disconnect,
-            encoder=self.encoder,
+            wait_disconnect=_http.disconnect_waiter(receive),
+            format=self.format,
             settings=self.settings,
             headers=self.raw_headers,
+            observer=self.on_stream_end,
         )
+
+
+class RejectionResponse(Response):
+    """A refused request, answered exactly as the mount and the middleware answer it:
+    the same status, JSON body and headers (``vary``, ``cache-control: no-store``)."""
+
+    def __init__(self, rejection: RequestRejected) -> None:
+        self.rejection = rejection
+        self.status_code = rejection.status_code
+        self.background = None
+        self.body = b""
+        self.raw_headers = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _http.send_rejection(send, self.rejection)
 
 
 def relay_response(
@@ -71,53 +90,43 @@ def relay_response(
     *,
     format: str | None = None,
     default_format: str = "sse",
-    heartbeat: float | None = 15.0,
-    first_byte_timeout: float | None = 60.0,
-    idle_timeout: float | None = 300.0,
-    send_timeout: float | None = 30.0,
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    stream: StreamSettings | None = None,
     headers: Mapping[str, str] | None = None,
+    on_stream_end: StreamObserver | None = None,
 ) -> Response:
     """Relay ``source`` to the client in the format it negotiated.
 
     ``source`` may be an ``httpx.Response`` opened with ``stream=True``, the
-    openai SDK's ``AsyncStream``, or an async iterable of OpenAI SSE ``bytes``,
-    of ``str`` text pieces, or of chunk dicts. An upstream error status passes
-    through; an unknown ``?format=`` gives a 406 JSON response.
+    openai SDK's ``AsyncStream``, an :meth:`Upstream.request
+    <streamrelay.upstream.Upstream.request>`, or an async iterable of OpenAI SSE
+    ``bytes``, of ``str`` text pieces, or of chunk dicts. An upstream error status
+    passes through; an unknown ``?format=`` gives the same 406 as the mount.
 
     >>> async def chat(request):
     ...     body = await request.json()
-    ...     upstream = await client.send(
-    ...         client.build_request("POST", URL, json={**body, "stream": True}), stream=True
-    ...     )
-    ...     return relay_response(upstream, request)
+    ...     return relay_response(upstream.request("/chat/completions", body), request)
 
-    ``format`` forces a format instead of negotiating one.
+    Args:
+        format: forces a format instead of negotiating one.
+        default_format: the format for clients that ask for none.
+        stream: the :class:`~streamrelay.StreamSettings` (the same object the
+            mount and the middleware take).
+        headers: extra response headers.
+        on_stream_end: called with the stream's :class:`~streamrelay.Outcome`.
+
+    Raises:
+        ConfigurationError: ``format``, ``default_format`` or ``stream`` is invalid
+            (whatever the request asks for).
     """
-    if format is not None and format not in FORMATS:
-        raise ConfigurationError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    try:
-        fmt = format or negotiate(
-            format_param(request.scope.get("query_string", b"")),
-            request.headers.get("accept"),
-            default_format,
-        )
-    except UnsupportedFormat as exc:
-        return _error(406, str(exc), "unsupported_format")
-    except RequestRejected as exc:
-        return _error(exc.status_code, exc.message, exc.code)
-    settings = StreamSettings(
-        heartbeat=heartbeat,
-        first_byte_timeout=first_byte_timeout,
-        idle_timeout=idle_timeout,
-        send_timeout=send_timeout,
-        max_event_bytes=max_event_bytes,
-    )
-    return RelayResponse(source, format=fmt, settings=settings, headers=headers)
-
-
-def _error(status: int, message: str, code: str | None) -> Response:
-    return JSONResponse(
-        {"error": {"message": message, "type": "invalid_request_error", "code": code}},
-        status_code=status,
+    check_format_name(default_format)
+    if format is not None:
+        check_format_name(format, "format")
+    settings = settings_or_default(stream, StreamSettings, "stream")
+    if format is None:
+        try:
+            format = _http.negotiate_format(request.scope, default_format)
+        except RequestRejected as exc:
+            return RejectionResponse(exc)
+    return RelayResponse(
+        source, format=format, settings=settings, headers=headers, on_stream_end=on_stream_end
     )

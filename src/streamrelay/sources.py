@@ -12,7 +12,7 @@ A source is an async iterator of items of one kind plus a way to close it:
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -20,7 +20,15 @@ import httpx
 from . import _json
 from .errors import UpstreamStatusError
 
-__all__ = ["PASSTHROUGH_HEADERS", "Source", "open_source"]
+__all__ = [
+    "PASSTHROUGH_HEADERS",
+    "Source",
+    "from_aiohttp",
+    "from_httpx",
+    "open_source",
+    "passthrough_headers",
+    "read_bounded",
+]
 
 SourceKind = Literal["sse", "chunks", "text"]
 
@@ -38,17 +46,22 @@ class Source:
     is what stops a paid generation; ``complete=True`` may return it to a pool.
     """
 
-    __slots__ = ("_close", "items", "kind")
+    __slots__ = ("_close", "headers", "items", "kind")
 
     def __init__(
         self,
         items: AsyncIterator[Any],
         kind: SourceKind,
         close: Callable[[bool], Awaitable[None]] | None = None,
+        *,
+        headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self.items = items
         self.kind = kind
         self._close = close
+        self.headers = headers
+        """Response headers the source asks the stream to carry (the middleware
+        hands on the host response's own headers this way)."""
 
     async def aclose(self, complete: bool = False) -> None:
         if self._close is not None:
@@ -68,6 +81,10 @@ async def open_source(obj: object, *, want_raw: bool = False) -> Source:
     """
     if isinstance(obj, Source):
         return obj
+    from .upstream.client import UpstreamRequest  # here: upstream imports this module
+
+    if isinstance(obj, UpstreamRequest):
+        return await obj.open()
     if isinstance(obj, httpx.Response):
         return await from_httpx(obj)
     if _is_aiohttp_response(obj):
@@ -87,10 +104,12 @@ async def from_httpx(response: httpx.Response) -> Source:
     """Adapt an ``httpx.Response`` opened for streaming; used by the ``httpx`` transport too."""
     if response.status_code >= 300:
         try:
-            body = await _read_bounded(response.aiter_raw())
+            body = await read_bounded(response.aiter_raw())
         finally:
             await response.aclose()
-        raise UpstreamStatusError(response.status_code, _keep(response.headers.multi_items()), body)
+        raise UpstreamStatusError(
+            response.status_code, passthrough_headers(response.headers.multi_items()), body
+        )
 
     async def close(complete: bool) -> None:
         await response.aclose()
@@ -106,10 +125,12 @@ async def from_aiohttp(response: Any) -> Source:
     """Adapt an ``aiohttp.ClientResponse``; used by the ``aiohttp`` upstream transport too."""
     if response.status >= 300:
         try:
-            body = await _read_bounded(response.content.iter_any())
+            body = await read_bounded(response.content.iter_any())
         finally:
             response.close()
-        raise UpstreamStatusError(response.status, _keep(list(response.headers.items())), body)
+        raise UpstreamStatusError(
+            response.status, passthrough_headers(list(response.headers.items())), body
+        )
 
     async def close(complete: bool) -> None:
         if complete:
@@ -213,7 +234,8 @@ def _as_dict(item: Any) -> Mapping[str, Any]:
     raise TypeError(f"cannot relay a chunk of type {type(item).__name__}")
 
 
-async def _read_bounded(chunks: AsyncIterator[bytes]) -> bytes:
+async def read_bounded(chunks: AsyncIterator[bytes]) -> bytes:
+    """An error body, cut at 1 MiB (it is held in memory and sent on)."""
     body = bytearray()
     async for chunk in chunks:
         body += chunk
@@ -223,7 +245,8 @@ async def _read_bounded(chunks: AsyncIterator[bytes]) -> bytes:
     return bytes(body)
 
 
-def _keep(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def passthrough_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The headers of an upstream error that go to the client with it."""
     return [
         (k.lower(), v)
         for k, v in headers

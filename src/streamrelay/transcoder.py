@@ -4,7 +4,7 @@ The pipeline feeds it whatever the source produces (SSE bytes, parsed chunks or
 plain text) and sends what it returns. It knows nothing of sockets or ASGI.
 
 >>> from streamrelay.formats import encoder_for
->>> t = Transcoder(encoder_for("text"))
+>>> t = Transcoder(encoder_for("text", now=0.0))
 >>> t.feed_bytes(b'data: {"id":"1","choices":[{"index":0,"delta":{"content":"Hi"}}]}\\n\\n')
 b'Hi'
 >>> t.feed_bytes(b"data: [DONE]\\n\\n"), t.terminated, t.error
@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _json
 from .errors import ProtocolError
-from .events import Delta, Done, Error, Event, Finish, Start
+from .events import Delta, Done, Error, Event, Finish, Start, Usage
 from .formats import Encoder
 from .openai import ChunkDecoder
 from .sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
@@ -136,6 +136,16 @@ class Transcoder:
         if self.terminated:
             return b""
         return self._encode([error], None)
+
+    @property
+    def model(self) -> str | None:
+        """The model the upstream named, if it did."""
+        return self._chunks.model
+
+    @property
+    def usage(self) -> Usage | None:
+        """The token usage the upstream reported, if it did."""
+        return self._chunks.usage
 
     def heartbeat(self) -> bytes:
         """The format's keep-alive bytes (empty for ``text``)."""

@@ -23,7 +23,6 @@ hypothesis keeps any failing example in ``.hypothesis/`` and replays it first.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import tracemalloc
@@ -32,6 +31,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from splits import random_splits
 from streamrelay.errors import EventTooLarge, ProtocolError
 from streamrelay.events import Done, Error
 from streamrelay.formats import FORMATS, encoder_for
@@ -123,8 +123,7 @@ def corrupted(draw: st.DrawFn) -> bytes:
 
 @st.composite
 def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
-    cuts = sorted(set(draw(st.lists(st.integers(0, len(data)), max_size=16))))
-    return [data[a:b] for a, b in itertools.pairwise([0, *cuts, len(data)])]
+    return draw(random_splits(data, max_cuts=16))
 
 
 def decode(pieces: list[bytes]) -> tuple[list[Any], str | None]:
@@ -166,10 +165,10 @@ def test_the_transcoder_always_ends_once_in_every_format(data: st.DataObject) ->
     stream = data.draw(corrupted())
     pieces = data.draw(splits(stream))
     for fmt in FORMATS:
-        t = Transcoder(encoder_for(fmt), max_event_bytes=LIMIT)
+        t = Transcoder(encoder_for(fmt, now=0.0), max_event_bytes=LIMIT)
         wire = b"".join([*(t.feed_bytes(p) for p in pieces), t.end()])
         assert t.terminated
-        again = Transcoder(encoder_for(fmt), max_event_bytes=LIMIT)
+        again = Transcoder(encoder_for(fmt, now=0.0), max_event_bytes=LIMIT)
         assert b"".join([again.feed_bytes(stream), again.end()]) == wire, fmt
         if fmt == "ndjson":
             lines = [json.loads(line) for line in wire.split(b"\n") if line]
@@ -184,7 +183,7 @@ def test_memory_stays_bounded_on_endless_input() -> None:
     """10 MB of one endless line, then of one endless event, in 4 KiB reads: the
     decoder holds at most about ``max_event_bytes`` and then fails cleanly."""
     for filler in (b"x" * 4096, b"data: " + b"y" * 4090):
-        t = Transcoder(encoder_for("ndjson"), max_event_bytes=64 * 1024)
+        t = Transcoder(encoder_for("ndjson", now=0.0), max_event_bytes=64 * 1024)
         tracemalloc.start()
         try:
             out = b""

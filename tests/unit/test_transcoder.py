@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from splits import bytewise
 from streamrelay.events import Done, Error
 from streamrelay.formats import FORMATS, Encoder, OpenAIEncoder, encoder_for
 from streamrelay.sse import SSEDecoder
@@ -81,7 +82,7 @@ WIRE = {"text": WIRE_TEXT, "ndjson": WIRE_NDJSON, "sse": WIRE_SSE, "openai": WIR
 
 def run(fmt: str | Encoder, pieces: list[bytes], *, end: bool = True, **kwargs: Any) -> bytes:
     """Preamble, every piece through feed_bytes, then end(): the whole response body."""
-    encoder = encoder_for(fmt) if isinstance(fmt, str) else fmt
+    encoder = encoder_for(fmt, now=0.0) if isinstance(fmt, str) else fmt
     t = Transcoder(encoder, **kwargs)
     out = encoder.preamble()
     for piece in pieces:
@@ -89,10 +90,6 @@ def run(fmt: str | Encoder, pieces: list[bytes], *, end: bool = True, **kwargs: 
     if end:
         out += t.end()
     return out
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
 
 
 # --- wire examples ------------------------------------------------------------------
@@ -113,7 +110,7 @@ def test_wire_bytes_do_not_depend_on_how_upstream_bytes_are_split(fmt: str) -> N
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_wire_bytes_from_parsed_chunks(fmt: str) -> None:
     # A chunk source (the openai SDK) with raw JSON gives the same bytes.
-    encoder = encoder_for(fmt)
+    encoder = encoder_for(fmt, now=0.0)
     t = Transcoder(encoder)
     out = encoder.preamble()
     for raw in [*CHUNKS, None]:
@@ -148,7 +145,7 @@ def test_wire_examples_are_valid_for_their_clients() -> None:
 
 
 def test_sse_ids_increment_from_1_across_feeds() -> None:
-    t = Transcoder(encoder_for("sse"))
+    t = Transcoder(encoder_for("sse", now=0.0))
     ids: list[str | None] = []
     decoder = SSEDecoder()
     for piece in bytewise(UPSTREAM):
@@ -168,10 +165,7 @@ def test_openai_format_never_emits_an_id_line() -> None:
 
 
 def _text_run(fmt: str, pieces: list[str]) -> bytes:
-    encoder = encoder_for(fmt)
-    if isinstance(encoder, OpenAIEncoder):
-        encoder._created = 1700000000
-    t = Transcoder(encoder)
+    t = Transcoder(encoder_for(fmt, now=1700000000.0))
     return b"".join([*(t.feed_text(p) for p in pieces), t.end()])
 
 
@@ -218,11 +212,11 @@ AZURE_FILTER = (
 
 
 def test_azure_filter_chunk_passes_through_unchanged_in_openai_format() -> None:
-    t = Transcoder(encoder_for("openai"))
+    t = Transcoder(encoder_for("openai", now=0.0))
     assert t.feed_bytes(b"data: " + AZURE_FILTER.encode() + b"\n\n") == (
         b"data: " + AZURE_FILTER.encode() + b"\n\n"
     )
-    t = Transcoder(encoder_for("openai"))
+    t = Transcoder(encoder_for("openai", now=0.0))
     assert t.feed_object(json.loads(AZURE_FILTER), AZURE_FILTER) == (
         b"data: " + AZURE_FILTER.encode() + b"\n\n"
     )
@@ -230,15 +224,14 @@ def test_azure_filter_chunk_passes_through_unchanged_in_openai_format() -> None:
 
 @pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
 def test_azure_filter_chunk_produces_nothing_in_other_formats(fmt: str) -> None:
-    t = Transcoder(encoder_for(fmt))
+    t = Transcoder(encoder_for(fmt, now=0.0))
     assert t.feed_bytes(b"data: " + AZURE_FILTER.encode() + b"\n\n") == b""
     assert t.feed_object(json.loads(AZURE_FILTER), AZURE_FILTER) == b""
     assert t.events_out == 0
 
 
 def test_chunk_without_raw_in_openai_format_is_synthesized() -> None:
-    encoder = OpenAIEncoder()
-    encoder._created = 1
+    encoder = OpenAIEncoder(now=1.0)
     t = Transcoder(encoder)
     assert t.feed_object(json.loads(AZURE_FILTER)) == b""  # no events, nothing to say
     out = t.feed_object(json.loads(CHUNKS[1]))
@@ -252,7 +245,7 @@ def test_chunk_without_raw_in_openai_format_is_synthesized() -> None:
 
 
 def test_role_only_chunk_passes_through_in_openai_format() -> None:
-    t = Transcoder(encoder_for("openai"))
+    t = Transcoder(encoder_for("openai", now=0.0))
     assert t.feed_bytes(b"data: " + CHUNKS[0].encode() + b"\n\n") == (
         b"data: " + CHUNKS[0].encode() + b"\n\n"
     )
@@ -272,7 +265,7 @@ def _assert_inert(t: Transcoder) -> None:
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_nothing_after_done(fmt: str) -> None:
-    t = Transcoder(encoder_for(fmt))
+    t = Transcoder(encoder_for(fmt, now=0.0))
     t.feed_bytes(UPSTREAM + b"data: " + CHUNKS[2].encode() + b"\n\n")
     assert t.terminated and t.error is None
     _assert_inert(t)
@@ -285,7 +278,7 @@ def test_bytes_after_done_in_the_same_chunk_are_dropped() -> None:
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_nothing_after_an_error(fmt: str) -> None:
-    t = Transcoder(encoder_for(fmt))
+    t = Transcoder(encoder_for(fmt, now=0.0))
     t.feed_bytes(b'data: {"error":{"message":"m"}}\n\n')
     assert t.terminated and t.error == Error("m", "upstream_error")
     _assert_inert(t)
@@ -307,14 +300,14 @@ def test_nothing_after_an_error(fmt: str) -> None:
     ],
 )
 def test_fail(fmt: str, expected: bytes) -> None:
-    t = Transcoder(encoder_for(fmt))
+    t = Transcoder(encoder_for(fmt, now=0.0))
     assert t.fail(Error("idle", "upstream_timeout")) == expected
     assert t.terminated and t.error == Error("idle", "upstream_timeout")
     _assert_inert(t)
 
 
 def test_fail_mid_stream_keeps_what_was_sent() -> None:
-    t = Transcoder(encoder_for("ndjson"))
+    t = Transcoder(encoder_for("ndjson", now=0.0))
     out = t.feed_bytes(b"data: " + CHUNKS[1].encode() + b"\n\n")
     out += t.fail(Error("the upstream connection closed mid-stream", "upstream_closed"))
     assert [json.loads(line)["type"] for line in out.splitlines()] == ["start", "delta", "error"]
@@ -330,7 +323,7 @@ def test_fail_mid_stream_keeps_what_was_sent() -> None:
     ],
 )
 def test_heartbeat(fmt: str, expected: bytes) -> None:
-    t = Transcoder(encoder_for(fmt))
+    t = Transcoder(encoder_for(fmt, now=0.0))
     assert t.heartbeat() == expected
     t.feed_bytes(b"data: " + CHUNKS[1].encode() + b"\n\n")
     assert t.heartbeat() == expected
@@ -339,7 +332,7 @@ def test_heartbeat(fmt: str, expected: bytes) -> None:
 
 
 def test_heartbeat_does_not_change_sse_ids() -> None:
-    t = Transcoder(encoder_for("sse"))
+    t = Transcoder(encoder_for("sse", now=0.0))
     t.heartbeat()
     assert t.feed_bytes(b"data: " + CHUNKS[1].encode() + b"\n\n").startswith(b"id: 1\n")
 
@@ -356,7 +349,7 @@ def test_end_after_finish_without_done_marker_is_clean(fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_end_before_finish_is_truncated(fmt: str) -> None:
-    t = Transcoder(encoder_for(fmt))
+    t = Transcoder(encoder_for(fmt, now=0.0))
     t.feed_bytes(b"data: " + CHUNKS[1].encode() + b"\n\n")
     out = t.end()
     assert t.error is not None and t.error.code == "upstream_truncated"
@@ -370,13 +363,13 @@ def test_unterminated_final_event_is_discarded() -> None:
     # "data: [DONE]" without its blank line never completed; the finish did.
     upstream = UPSTREAM.removesuffix(b"\n\n")
     assert run("ndjson", [upstream]) == WIRE_NDJSON
-    t = Transcoder(encoder_for("ndjson"))
+    t = Transcoder(encoder_for("ndjson", now=0.0))
     t.feed_bytes(b"data: " + CHUNKS[3].encode())  # the finish itself never completed
     assert b"upstream_truncated" in t.end()
 
 
 def test_empty_upstream_is_truncated() -> None:
-    t = Transcoder(encoder_for("sse"))
+    t = Transcoder(encoder_for("sse", now=0.0))
     assert t.end() == (
         b"id: 1\nevent: error\ndata: "
         b'{"type":"error","message":"the upstream stream ended before the response was complete",'
@@ -428,7 +421,7 @@ def test_mid_stream_error_in_ndjson_and_sse() -> None:
 
 
 def test_error_in_text_format_sets_error_so_the_pipeline_can_abort() -> None:
-    encoder = encoder_for("text")
+    encoder = encoder_for("text", now=0.0)
     t = Transcoder(encoder)
     assert t.feed_bytes(b"data: " + CHUNKS[1].encode() + b"\n\n") == b"Hello"
     assert t.feed_bytes(OPENAI_ERROR) == b""
@@ -450,7 +443,7 @@ def test_error_in_text_format_sets_error_so_the_pipeline_can_abort() -> None:
 )
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_broken_upstream_becomes_an_error_event(upstream: bytes, code: str, fmt: str) -> None:
-    t = Transcoder(encoder_for(fmt), max_event_bytes=256)
+    t = Transcoder(encoder_for(fmt, now=0.0), max_event_bytes=256)
     out = t.feed_bytes(upstream)
     assert t.terminated and t.error is not None and t.error.code == code
     if fmt == "text":
@@ -466,20 +459,20 @@ def test_broken_upstream_becomes_an_error_event(upstream: bytes, code: str, fmt:
 
 def test_events_before_bad_bytes_in_the_same_chunk_are_delivered() -> None:
     # Regression: the SSE decoder's exception swallowed the good delta before it.
-    t = Transcoder(encoder_for("ndjson"))
+    t = Transcoder(encoder_for("ndjson", now=0.0))
     out = t.feed_bytes(b"data: " + CHUNKS[1].encode() + b"\n\ndata: \xff\n\n")
     assert [json.loads(line)["type"] for line in out.splitlines()] == ["start", "delta", "error"]
     assert t.error is not None and t.error.code == "upstream_invalid"
 
 
 def test_events_before_an_oversize_line_in_the_same_chunk_are_delivered() -> None:
-    t = Transcoder(encoder_for("text"), max_event_bytes=300)
+    t = Transcoder(encoder_for("text", now=0.0), max_event_bytes=300)
     assert t.feed_bytes(b"data: " + CHUNKS[1].encode() + b"\n\n: " + b"c" * 400) == b"Hello"
     assert t.error is not None and t.error.code == "event_too_large"
 
 
 def test_events_before_non_json_in_the_same_chunk_are_delivered() -> None:
-    t = Transcoder(encoder_for("text"))
+    t = Transcoder(encoder_for("text", now=0.0))
     assert t.feed_bytes(b"data: " + CHUNKS[1].encode() + b"\n\ndata: oops\n\n") == b"Hello"
     assert t.error is not None and t.error.code == "upstream_invalid"
 
@@ -538,7 +531,7 @@ def test_any_split_gives_the_same_wire_bytes(fmt: str, cuts: list[int]) -> None:
     ),
 )
 def test_arbitrary_upstream_bytes_never_raise_and_always_end(fmt: str, pieces: list[bytes]) -> None:
-    encoder = encoder_for(fmt)
+    encoder = encoder_for(fmt, now=0.0)
     t = Transcoder(encoder, max_event_bytes=64)
     for piece in pieces:
         t.feed_bytes(piece)
@@ -554,7 +547,7 @@ def test_text_source_round_trips_in_every_format(pieces: list[str]) -> None:
     text = "".join(pieces)
     wire = {}
     for fmt in FORMATS:
-        t = Transcoder(encoder_for(fmt))
+        t = Transcoder(encoder_for(fmt, now=0.0))
         wire[fmt] = b"".join([*(t.feed_text(p) for p in pieces), t.end()])
         assert t.error is None
     assert wire["text"] == text.encode("utf-8", "replace")

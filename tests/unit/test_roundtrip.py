@@ -111,7 +111,7 @@ def test_a_stream_of_encoded_events_splits_anywhere(texts: list[str], cuts: list
 @given(tokens)
 def test_ndjson_round_trips_and_no_token_makes_a_line(text: str) -> None:
     events = all_events(text)
-    body = NDJSONEncoder().encode(events, None)
+    body = NDJSONEncoder(now=0.0).encode(events, None)
     lines = body.split(b"\n")
     assert lines[-1] == b"" and len(lines) == len(events) + 1
     assert [json.loads(line) for line in lines[:-1]] == [e.to_dict() for e in events]
@@ -123,7 +123,7 @@ def test_ndjson_round_trips_and_no_token_makes_a_line(text: str) -> None:
 @given(tokens)
 def test_sse_format_round_trips_and_no_token_makes_a_field(text: str) -> None:
     events = all_events(text)
-    encoder = SSEEncoder()
+    encoder = SSEEncoder(now=0.0)
     messages = SSEDecoder().feed(encoder.preamble() + encoder.encode(events, None))
     assert [json.loads(m.data) for m in messages] == [e.to_dict() for e in events]
     assert [m.event for m in messages] == [e.type for e in events]
@@ -149,7 +149,7 @@ def test_openai_format_round_trips_through_sse_and_json(text: str, other: str) -
         Usage(4, 5, 9),
         Done(),
     ]
-    body = OpenAIEncoder().encode(events, None)
+    body = OpenAIEncoder(now=0.0).encode(events, None)
     decoder = ChunkDecoder()
     decoded: list[Event] = []
     messages = SSEDecoder().feed(body)
@@ -165,7 +165,7 @@ def test_openai_format_round_trips_through_sse_and_json(text: str, other: str) -
 @settings(max_examples=300, deadline=None)
 @given(tokens)
 def test_openai_error_round_trips(text: str) -> None:
-    body = OpenAIEncoder().encode([Error(text, text, 429)], None)
+    body = OpenAIEncoder(now=0.0).encode([Error(text, text, 429)], None)
     (message,) = SSEDecoder().feed(body)
     assert json.loads(message.data) == {
         "error": {"message": text, "type": "server_error", "code": text, "status": 429}
@@ -177,7 +177,7 @@ def test_openai_error_round_trips(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(tokens)
 def test_text_format_is_exactly_choice_zero_content(text: str) -> None:
-    assert TextEncoder().encode(all_events(text), None) == text.encode()
+    assert TextEncoder(now=0.0).encode(all_events(text), None) == text.encode()
 
 
 # --- the whole way: upstream SSE bytes -> Transcoder -> client ----------------------------------
@@ -237,7 +237,7 @@ def client_text(fmt: str, body: bytes) -> str:
 @given(st.lists(tokens, max_size=5), st.sampled_from(list(FORMATS)), st.integers(1, 50))
 def test_tokens_survive_the_whole_relay(pieces: list[str], fmt: str, step: int) -> None:
     upstream = upstream_bytes(pieces)
-    encoder = FORMATS[fmt]()
+    encoder = FORMATS[fmt](now=0.0)
     t = Transcoder(encoder)
     body = encoder.preamble()
     for i in range(0, len(upstream), step):
@@ -259,28 +259,28 @@ surrogate_text = st.lists(
 def test_lone_surrogates_never_crash_an_encoder(text: str) -> None:
     events = all_events(text)
     # Raw text and raw SSE data cannot hold them: each becomes "?".
-    assert TextEncoder().encode(events, None) == text.encode("utf-8", "replace")
+    assert TextEncoder(now=0.0).encode(events, None) == text.encode("utf-8", "replace")
     (message,) = SSEDecoder().feed(encode_event(text))
     assert message.data == sse_lines(text).encode("utf-8", "replace").decode()
     # JSON formats escape them ("\ud83d"), exactly like json.dumps: the same code
     # units come back (and an escaped pair is one character again, as in JSON).
     expected = [json.loads(json.dumps(e.to_dict())) for e in events]
-    ndjson = NDJSONEncoder().encode(events, None)
+    ndjson = NDJSONEncoder(now=0.0).encode(events, None)
     assert [json.loads(line) for line in ndjson.splitlines()] == expected
-    sse = SSEDecoder().feed(SSEEncoder().encode(events, None))
+    sse = SSEDecoder().feed(SSEEncoder(now=0.0).encode(events, None))
     assert [json.loads(m.data) for m in sse] == expected
-    chunks = SSEDecoder().feed(OpenAIEncoder().encode([Delta(0, text), Done()], None))
+    chunks = SSEDecoder().feed(OpenAIEncoder(now=0.0).encode([Delta(0, text), Done()], None))
     content = json.loads(chunks[0].data)["choices"][0]["delta"]["content"]
     assert content == json.loads(json.dumps(text))
     # A caller-provided raw chunk holding them is replaced, not raised on.
-    OpenAIEncoder().encode([Delta(0, text)], '{"x":"' + text + '"}')
+    OpenAIEncoder(now=0.0).encode([Delta(0, text)], '{"x":"' + text + '"}')
 
 
 @settings(max_examples=100, deadline=None)
 @given(surrogate_text)
 def test_lone_surrogates_in_text_sources_never_crash(text: str) -> None:
     for fmt in FORMATS:
-        t = Transcoder(FORMATS[fmt]())
+        t = Transcoder(FORMATS[fmt](now=0.0))
         t.feed_text(text)
         t.end()
         assert t.error is None

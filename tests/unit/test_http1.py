@@ -14,16 +14,17 @@ import doctest
 import itertools
 import re
 import string
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamrelay import _http1
-from streamrelay._http1 import MAX_HEAD_BYTES, ResponseParser, request_head
+from splits import bytewise, every_split, random_splits, split_at
 from streamrelay.errors import ProtocolError, StreamRelayError
+from streamrelay.upstream import http1 as _http1
+from streamrelay.upstream.http1 import MAX_HEAD_BYTES, ResponseParser, request_head
 
 MAX_LINE = _http1._MAX_LINE
 MAX_HEADERS = _http1._MAX_HEADERS
@@ -98,24 +99,6 @@ def outcome(chunks: Iterable[bytes], *, connect: bool = False) -> Response | typ
     except StreamRelayError as exc:
         return type(exc)
     return summary(parser, body)
-
-
-def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
-    points = sorted({c for c in cuts if 0 < c < len(data)})
-    bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
-
-
-def every_split(data: bytes, step: int = 1) -> Iterator[list[bytes]]:
-    """Whole, byte by byte, and every two-piece split (every ``step``-th, and the last 8)."""
-    yield [data]
-    yield bytewise(data)
-    for i in sorted({*range(1, len(data), step), *range(max(1, len(data) - 8), len(data))}):
-        yield [data[:i], data[i:]]
 
 
 def assert_parses(
@@ -1149,8 +1132,7 @@ def responses(draw: st.DrawFn) -> Case:
 @st.composite
 def splits(draw: st.DrawFn, case: Case) -> list[bytes]:
     """Random cuts, many of them where a head or a chunk starts (a fast-path read)."""
-    point = st.sampled_from(case.cuts) | st.integers(0, len(case.wire))
-    return split_at(case.wire, draw(st.lists(point, max_size=12)))
+    return draw(random_splits(case.wire, favour=case.cuts))
 
 
 @settings(max_examples=100, deadline=None)

@@ -14,18 +14,20 @@ from typing import Any
 import anyio
 import pytest
 
-from streamrelay.formats import encoder_for
-from streamrelay.pipeline import StreamAborted, StreamSettings, run_stream
+from streamrelay.config import StreamSettings
+from streamrelay.pipeline import StreamAborted, run_stream
 from streamrelay.sources import Source
 
 pytestmark = pytest.mark.anyio
 
 DONE = b"data: [DONE]\n\n"
+PING = b'{"type":"ping"}\n'  # ndjson's heartbeat
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    """Every engine test runs under asyncio and under trio."""
+    return str(request.param)
 
 
 def token(text: str) -> bytes:
@@ -53,10 +55,7 @@ class Client:
         try:
             self.messages.append(message)
             body = message.get("body", b"")
-            if (
-                message["type"] == "http.response.body"
-                and body == encoder_for("ndjson").heartbeat()
-            ):
+            if message["type"] == "http.response.body" and body == PING:
                 self.heartbeat_started.set()
                 if self.hold_heartbeat is not None:
                     await self.hold_heartbeat.wait()
@@ -88,7 +87,7 @@ async def test_a_final_send_the_client_never_accepts_ends_at_the_send_timeout() 
                 client.send,
                 open_source=open_source,
                 wait_disconnect=never_disconnects,
-                encoder=encoder_for("ndjson"),
+                format="ndjson",
                 settings=StreamSettings(heartbeat=None, send_timeout=0.3),
             )
     assert b'"hi"' in b"".join(m.get("body", b"") for m in client.messages)
@@ -126,7 +125,7 @@ async def test_a_token_that_waits_for_a_heartbeat_is_still_a_send_and_times_out(
                 client.send,
                 open_source=open_source,
                 wait_disconnect=never_disconnects,
-                encoder=encoder_for("ndjson"),
+                format="ndjson",
                 settings=StreamSettings(heartbeat=0.05, send_timeout=0.5, idle_timeout=None),
             )
         except StreamAborted as exc:

@@ -4,7 +4,7 @@ Relaying a stream needs little of an HTTP client: one POST, a streamed
 response, a pool, TLS, proxies. Doing just that on an ``asyncio.Protocol`` stays
 close to a plain socket's cost (``docs/performance.md``: 15 µs per token and
 9 KiB per stream less than aiohttp): each read is parsed in ``data_received``
-by the sans-I/O :mod:`._http1` parser and handed to the reader with one future,
+by the sans-I/O :mod:`.http1` parser and handed to the reader with one future,
 and an open connection costs about 1 KiB.
 
 What it does:
@@ -29,10 +29,20 @@ import ssl
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
-from ._http1 import ResponseParser, request_head
-from .errors import ProtocolError
+from ..errors import ProtocolError, UpstreamStatusError, UpstreamUnavailable
+from ..sources import Source, passthrough_headers, read_bounded
+from .failures import connect_timeout, dns_error, host, refusal, unreachable
+from .http1 import ResponseParser, request_head
 
-__all__ = ["ConnectTimeout", "Connection", "Origin", "Pool", "ProxyRefused", "default_ssl_context"]
+__all__ = [
+    "ConnectTimeout",
+    "Connection",
+    "Origin",
+    "Pool",
+    "ProxyRefused",
+    "default_ssl_context",
+    "open_native",
+]
 
 _HIGH_WATER = 64 * 1024
 """Body bytes buffered for a reader that is behind before the socket stops being read."""
@@ -41,8 +51,6 @@ _DRAIN_TIMEOUT = 5.0
 _DRAIN_LIMIT = 64 * 1024
 _MAX_IDLE_PER_ORIGIN = 256
 _DNS_TTL = 60.0
-_KEEPALIVE_EXPIRY = 60.0
-"""Idle connections older than this are not reused (servers close theirs after 5-75 s)."""
 
 
 class Origin(NamedTuple):
@@ -304,11 +312,13 @@ class Pool:
         self,
         *,
         connect_timeout: float | None,
+        keepalive_expiry: float,
         ssl_context: Callable[[], ssl.SSLContext],
         proxy: Origin | None = None,
         proxy_headers: list[tuple[str, str]] | None = None,
     ) -> None:
         self._connect_timeout = connect_timeout
+        self._keepalive_expiry = keepalive_expiry
         self._ssl_context = ssl_context
         self._proxy = proxy
         self._proxy_headers = proxy_headers or []
@@ -378,7 +388,7 @@ class Pool:
                 connection.closed
                 or transport is None
                 or transport.is_closing()
-                or now - connection.idle_since > _KEEPALIVE_EXPIRY
+                or now - connection.idle_since > self._keepalive_expiry
             ):
                 connection.close()
                 continue
@@ -461,3 +471,54 @@ class Pool:
             connection.transport, connection, self._ssl_context(), server_hostname=origin.host
         )
         connection.transport = cast(asyncio.Transport, transport)
+
+
+async def open_native(
+    pool: Pool, origin: Origin, target: str, url: str, headers: dict[str, str], body: bytes
+) -> Source:
+    """POST ``body`` to ``target`` on ``origin`` through ``pool``; the response as a
+    :class:`Source`, or the failure (``url`` names the upstream in error messages)."""
+    try:
+        head = request_head("POST", target, origin.authority, headers.items(), len(body))
+        connection = await pool.request(origin, head + body)
+    except socket.gaierror as exc:
+        raise dns_error(url) from exc
+    except ConnectTimeout as exc:
+        raise connect_timeout(url) from exc
+    except ssl.SSLError as exc:
+        raise UpstreamUnavailable(
+            f"the TLS handshake with the upstream at {host(url)!r} failed: "
+            f"{getattr(exc, 'reason', None) or type(exc).__name__}",
+            code="upstream_tls_error",
+        ) from exc
+    except ProxyRefused as exc:
+        raise UpstreamUnavailable(
+            f"the proxy refused to connect to {host(url)!r} (status {exc.status})",
+            code="upstream_proxy_error",
+        ) from exc
+    except ProtocolError as exc:
+        raise UpstreamUnavailable(
+            f"the upstream at {host(url)!r} answered with invalid HTTP: {exc}",
+            code="upstream_invalid_response",
+        ) from exc
+    except OSError as exc:
+        raise unreachable(url, exc) from exc
+    parser = connection.parser
+    assert parser is not None
+    status = parser.status
+    refused = refusal(status, parser.header("content-type"))
+    if refused is not None:
+        connection.close()
+        raise refused
+    if status >= 300:
+        try:
+            error_body = await read_bounded(connection)
+        except (OSError, ProtocolError):
+            error_body = b""
+        except BaseException:  # cancelled: do not leave the connection open
+            connection.close()
+            raise
+        await connection.release(parser.finished)
+        raise UpstreamStatusError(status, passthrough_headers(parser.headers), error_body)
+    parser.headers = []  # not needed while streaming: about 1 KiB per open stream
+    return Source(connection, "sse", connection.release)

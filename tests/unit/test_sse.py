@@ -8,7 +8,6 @@ cut points (hypothesis). Round trips through the encoders live in
 
 from __future__ import annotations
 
-import itertools
 import tracemalloc
 from collections.abc import Iterable, Sequence
 
@@ -16,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from splits import bytewise, every_split, random_splits
 from streamrelay.errors import EventTooLarge, ProtocolError, StreamRelayError
 from streamrelay.sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder, encode_event
 
@@ -49,24 +49,6 @@ def decode_until_error(
     except StreamRelayError as exc:
         return events, type(exc)
     return events, None
-
-
-def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
-    points = sorted({c for c in cuts if 0 < c < len(data)})
-    bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in itertools.pairwise(bounds)]
-
-
-def bytewise(data: bytes) -> list[bytes]:
-    return [data[i : i + 1] for i in range(len(data))]
-
-
-def every_split(data: bytes) -> Iterable[list[bytes]]:
-    """Whole, byte by byte, and every two-piece split."""
-    yield [data]
-    yield bytewise(data)
-    for i in range(1, len(data)):
-        yield [data[:i], data[i:]]
 
 
 def assert_split_invariant(data: bytes, expected: Sequence[ServerSentEvent]) -> None:
@@ -572,8 +554,7 @@ def sse_streams(draw: st.DrawFn) -> bytes:
 def splits(draw: st.DrawFn, data: bytes) -> list[bytes]:
     if not data:
         return [data]
-    cuts = draw(st.lists(st.integers(0, len(data)), max_size=12))
-    return split_at(data, cuts)
+    return draw(random_splits(data))
 
 
 @settings(max_examples=300, deadline=None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = ["MAX_HEAD_BYTES", "ResponseParser", "request_head"]
 

@@ -1,0 +1,53 @@
+"""The ``sse`` format: ``id: N``, ``event: <type>``, ``data: <json event>``, blank line.
+
+>>> from streamrelay.events import Delta
+>>> SSEEncoder(now=0.0).encode([Delta(0, "Hi")], None)
+b'id: 1\\nevent: delta\\ndata: {"type":"delta","index":0,"text":"Hi"}\\n\\n'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .. import _json
+from ..events import Delta, Event
+from .base import Encoder, _escape_separators
+
+__all__ = ["SSEEncoder"]
+
+
+class SSEEncoder(Encoder):
+    """``id: N`` / ``event: <type>`` / ``data: <json>``; comment heartbeats.
+
+    Ids count events from 1 so a reconnecting ``EventSource`` can say where it
+    stopped. JSON never contains a raw line break, so one ``data:`` line suffices.
+    """
+
+    name = "sse"
+    media_type = "text/event-stream"
+    accept = ("text/event-stream",)
+    preamble_bytes = b": stream open\n\n"
+    heartbeat_bytes = b": ping\n\n"
+
+    def __init__(self, first_id: int = 1, *, now: float) -> None:
+        """Start at event id ``first_id`` (a resumed stream continues its numbering)."""
+        super().__init__(now=now)
+        self.next_id = first_id
+
+    def encode(self, events: Sequence[Event], raw: str | None) -> bytes:
+        """One SSE event per normalized event, numbered; ``raw`` is ignored."""
+        out = []
+        for event in events:
+            if type(event) is Delta:
+                data = b'{"type":"delta","index":%d,"text":%s}' % (
+                    event.index,
+                    _json.dumps(event.text),
+                )
+            else:
+                data = _json.dumps(event.to_dict())
+            out.append(
+                b"id: %d\nevent: %s\ndata: %s\n\n" % (self.next_id, event.type.encode(), data)
+            )
+            self.next_id += 1
+        body = b"".join(out)
+        return body if body.isascii() else _escape_separators(body)

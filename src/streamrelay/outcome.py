@@ -1,0 +1,96 @@
+"""How a stream ended, as one value: :class:`Outcome`, handed to the ``on_stream_end``
+observer of every entry point (logs, metrics, billing).
+
+>>> outcome = Outcome(Ending.DONE, status=200, format="sse", model="gpt-4o-mini",
+...                   bytes_out=812, events_out=14, ttfb=0.21, duration=1.9)
+>>> outcome.ok, outcome.ending.value
+(True, 'done')
+
+An observer is any callable taking the outcome (sync or async)::
+
+    def on_stream_end(outcome: Outcome) -> None:
+        if outcome.usage is not None:
+            bill(outcome.model, outcome.usage.total_tokens)
+
+    relay = StreamRelay(upstream, on_stream_end=on_stream_end)
+
+It runs after the response ended, once per stream the engine ran (requests
+refused before the engine, such as a 415 or a 406, are not streams). An
+exception it raises is logged, never sent to the client.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .events import Usage
+
+__all__ = ["Ending", "Outcome", "StreamObserver"]
+
+
+class Ending(enum.Enum):
+    """The ways a stream can end. Only :attr:`DONE` is a complete answer."""
+
+    DONE = "done"
+    """The upstream finished and the client got everything, ending in ``done``."""
+    ERROR = "error"
+    """The stream ended with an ``error`` event (or an aborted ``text`` response):
+    an upstream error mid-stream, an idle timeout, a truncated or invalid stream.
+    :attr:`Outcome.code` says which."""
+    UPSTREAM_STATUS = "upstream_status"
+    """The upstream answered with an error status before streaming; it was passed
+    through (:attr:`Outcome.status`)."""
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    """The upstream could not be reached or did not answer in time (502 or 504)."""
+    CLIENT_DISCONNECTED = "client_disconnected"
+    """The client left first; the upstream was closed at once."""
+    SEND_TIMEOUT = "send_timeout"
+    """The client accepted nothing within the send timeout and was dropped."""
+    SHUTDOWN = "shutdown"
+    """The server stopped while the stream was open; it ended with a ``shutdown`` error."""
+    CRASHED = "crashed"
+    """The source raised something unexpected (a bug in a handler's generator or
+    in the host app): the exception propagates to the server."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One stream's end.
+
+    Attributes:
+        ending: how it ended.
+        code: the machine-readable error code (``upstream_timeout``, the upstream's
+            own code, ...), ``None`` for :attr:`Ending.DONE`.
+        status: the HTTP status the client got (200 once the stream started;
+            ``None`` if the client left or the server stopped before any answer).
+        format: the wire format (``sse``, ``ndjson``, ``text``, ``openai``, ...).
+        model: the model the upstream reported, when it did.
+        usage: the token usage the upstream reported, when it did.
+        bytes_out: body bytes sent to the client.
+        events_out: normalized events encoded for the client.
+        ttfb: seconds until the response headers went out, ``None`` if they never did
+            as a stream.
+        duration: seconds from the engine's start to the end.
+    """
+
+    ending: Ending
+    code: str | None = None
+    status: int | None = 200
+    format: str = ""
+    model: str | None = None
+    usage: Usage | None = None
+    bytes_out: int = 0
+    events_out: int = 0
+    ttfb: float | None = None
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the client got a complete answer."""
+        return self.ending is Ending.DONE
+
+
+StreamObserver = Callable[[Outcome], "Awaitable[object] | object"]
+"""The ``on_stream_end`` hook: called with each stream's :class:`Outcome`."""

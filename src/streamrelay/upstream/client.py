@@ -1,0 +1,396 @@
+""":class:`Upstream`: where the relay sends requests, with which key, over which transport.
+
+One object holds everything about the upstream (URL, key, transport or your own
+client, TLS, headers, forwarded client headers, connect timeout, keep-alive
+expiry), validates it when built, and owns the connection pools. Build it once
+and share it: between several :class:`~streamrelay.StreamRelay` mounts, and with
+your own handlers through :meth:`Upstream.request` and
+:func:`~streamrelay.relay_response`.
+
+Three transports open the same kind of :class:`~streamrelay.sources.Source`:
+
+* ``native`` (the default under asyncio): streamrelay's own HTTP/1.1 client on
+  asyncio protocols (:mod:`.native`), close to a plain socket's cost;
+* ``aiohttp``: aiohttp's client (:mod:`.aiohttp_impl`);
+* ``httpx``: when you pass your own ``httpx.AsyncClient``, and under trio
+  (:mod:`.httpx_impl`).
+
+All three: TLS, keep-alive pooling, ``HTTP(S)_PROXY`` from the environment, a
+connect timeout, and never following redirects (the key must not travel to
+another host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import ssl
+import sys
+import urllib.request
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from .._version import __version__
+from ..errors import ConfigurationError, ProtocolError, UpstreamStatusError
+from ..sources import Source
+from . import aiohttp_impl, httpx_impl
+from .http1 import request_head
+from .native import Origin, Pool, default_ssl_context, open_native
+from .redaction import redact, redacting, secrets_of
+
+__all__ = ["DEFAULT_UPSTREAM", "Transport", "Upstream", "UpstreamRequest", "resolve_upstream"]
+
+DEFAULT_UPSTREAM = "https://api.openai.com/v1"
+Transport = Literal["auto", "native", "aiohttp", "httpx"]
+_TRANSPORTS = ("auto", "native", "aiohttp", "httpx")
+_NEVER_FORWARDED = frozenset({"authorization", "cookie", "host"})
+
+
+def resolve_upstream(upstream: str | None) -> str:
+    """``upstream``, else ``STREAMRELAY_UPSTREAM``, else ``OPENAI_BASE_URL``, else OpenAI."""
+    url = (
+        upstream
+        or os.environ.get("STREAMRELAY_UPSTREAM")
+        or os.environ.get("OPENAI_BASE_URL")
+        or DEFAULT_UPSTREAM
+    )
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"upstream must be an http(s) URL, got {url!r}")
+    return url.rstrip("/")
+
+
+class Upstream:
+    """An OpenAI-compatible API the relay calls, with the server's key.
+
+    >>> upstream = Upstream("https://api.openai.com/v1", api_key="sk-...")
+    >>> upstream
+    Upstream('https://api.openai.com/v1', transport='auto')
+
+    Args:
+        url: base URL of the API. Default: ``STREAMRELAY_UPSTREAM``, then
+            ``OPENAI_BASE_URL``, then OpenAI.
+        api_key: sent as ``Authorization: Bearer``. Default: ``OPENAI_API_KEY``.
+        transport: ``"auto"`` (``"native"`` under asyncio, ``"httpx"`` under
+            trio), ``"native"`` (streamrelay's own HTTP/1.1 client),
+            ``"aiohttp"`` or ``"httpx"``.
+        client: your own ``httpx.AsyncClient`` (implies ``transport="httpx"``;
+            you close it).
+        ssl_context: verifies the upstream's (and an https proxy's) certificate.
+            Default: the system's CA store plus certifi's; ``SSL_CERT_FILE`` is
+            honoured.
+        headers: extra headers for every call (e.g. Azure's ``api-key``).
+        forward_headers: client header names copied upstream. ``Authorization``,
+            cookies and ``Host`` never are.
+        connect_timeout: seconds to connect, TLS included (then 504).
+        keepalive_expiry: seconds an idle pooled connection may be reused.
+            Keep it below the upstream's own idle timeout (uvicorn's is 5 s).
+
+    Only the configured headers and the forwarded client headers go upstream.
+    Upstream bytes that quote the key (OpenAI's 401 does) reach clients redacted.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        api_key: str | None = None,
+        transport: Transport = "auto",
+        client: httpx.AsyncClient | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        headers: Mapping[str, str] | None = None,
+        forward_headers: Iterable[str] = (),
+        connect_timeout: float | None = 10.0,
+        keepalive_expiry: float = 4.0,
+    ) -> None:
+        if transport not in _TRANSPORTS:
+            raise ConfigurationError(
+                f"transport must be 'auto', 'native', 'aiohttp' or 'httpx', got {transport!r}"
+            )
+        if client is not None and not isinstance(client, httpx.AsyncClient):
+            raise ConfigurationError("client must be an httpx.AsyncClient")
+        if transport == "aiohttp" and client is None:
+            aiohttp_impl.require_aiohttp()
+        if connect_timeout is not None and not (
+            isinstance(connect_timeout, (int, float)) and connect_timeout > 0
+        ):
+            raise ConfigurationError(
+                f"connect_timeout must be a positive number of seconds or None, "
+                f"got {connect_timeout!r}"
+            )
+        if isinstance(keepalive_expiry, bool) or not (
+            isinstance(keepalive_expiry, (int, float)) and keepalive_expiry >= 0
+        ):
+            raise ConfigurationError(
+                f"keepalive_expiry must be a number of seconds (0 disables reuse), "
+                f"got {keepalive_expiry!r}"
+            )
+        self.base_url = resolve_upstream(url)
+        # Azure puts ?api-version= in the base URL: paths go before the query.
+        prefix, sep, query = self.base_url.partition("?")
+        self._prefix, self._query = prefix.rstrip("/"), sep + query
+        self.client = client
+        self.transport: Transport = "httpx" if client is not None else transport
+        self.connect_timeout = connect_timeout
+        self.keepalive_expiry = float(keepalive_expiry)
+        self._ssl_context = ssl_context
+        self.forward_headers = frozenset(h.lower() for h in forward_headers) - _NEVER_FORWARDED
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        base = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "accept-encoding": "identity",  # compressed upstream bytes would be held back
+            "user-agent": f"streamrelay/{__version__}",
+        }
+        if key:
+            base["authorization"] = f"Bearer {key}"
+        for name, value in (headers or {}).items():
+            base[name.lower()] = value
+        try:  # a bad header would otherwise fail every request
+            request_head("POST", "/", "upstream", base.items(), 0)
+        except ProtocolError as exc:
+            raise ConfigurationError(f"invalid upstream headers: {exc}") from None
+        self._headers = base
+        self.secrets = secrets_of(key, (headers or {}).items())
+        """The values redacted from upstream bytes (the key, secret-looking headers)."""
+        self._owned_httpx: httpx.AsyncClient | None = None
+        # aiohttp sessions and native pools belong to one event loop each.
+        self._pools: dict[int, tuple[Any, Callable[[Any], Awaitable[None]]]] = {}
+        self._closers: list[AsyncGenerator[None, None]] = []
+        # Read once: aiohttp's trust_env reads the environment and ~/.netrc on every
+        # request, in a thread, which cost about a tenth of the relay's CPU.
+        self._proxy, proxy_auth = _env_proxy(self._prefix)
+        # Proxy credentials go on the CONNECT of a tunnel (https upstreams); a
+        # plain-http request goes to the proxy itself and carries them.
+        tunnel = self._prefix.startswith("https:")
+        self._proxy_headers = proxy_auth if tunnel else None
+        self._direct_headers = self._headers if tunnel else {**self._headers, **(proxy_auth or {})}
+        if (
+            tunnel
+            and self._proxy is not None
+            and self._proxy.startswith("https:")
+            and sys.version_info < (3, 11)
+            and self.transport in ("auto", "native")
+        ):
+            raise ConfigurationError(
+                "an https:// proxy in front of an https upstream needs Python 3.11 (TLS "
+                "inside TLS); use an http:// proxy URL, or transport='httpx'"
+            )
+        parts = urlsplit(self._prefix)
+        if not parts.hostname:
+            raise ConfigurationError(f"the upstream URL {self.base_url!r} has no host")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"the upstream URL {self.base_url!r} has an invalid port"
+            ) from exc
+        self._origin = Origin(parts.scheme, parts.hostname, port)
+        # Through a plain-http proxy, the request line carries the absolute URL.
+        self._target_prefix = parts.path if self._proxy is None or tunnel else self._prefix
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"Upstream({self.base_url!r}, transport={self.transport!r})"
+
+    def request(
+        self,
+        path: str,
+        body: Mapping[str, Any] | bytes,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> UpstreamRequest:
+        """A call to make, for :func:`~streamrelay.relay_response` to open and relay.
+
+        Nothing is sent until the response runs; the upstream's errors then become
+        proper HTTP answers (its status passed through, or 502/504) and the
+        first-byte timeout applies, exactly as on the mount::
+
+            upstream = Upstream("https://api.openai.com/v1")
+
+            async def chat(request):
+                body = await request.json()
+                return relay_response(upstream.request("/chat/completions", body), request)
+
+        ``body`` gets ``"stream": true``. ``headers`` are client headers, filtered
+        through ``forward_headers`` like the mount's.
+        """
+        if isinstance(body, bytes):
+            payload = body
+        elif isinstance(body, Mapping):
+            payload = json.dumps({**body, "stream": True}, separators=(",", ":")).encode()
+        else:
+            raise TypeError(f"body must be a dict or bytes, not {type(body).__name__}")
+        return UpstreamRequest(self, path, payload, self.forwarded(headers))
+
+    async def open(
+        self, path: str, body: bytes, client_headers: Iterable[tuple[str, str]] = ()
+    ) -> Source:
+        """POST ``body`` to ``base_url + path`` and return the streaming response.
+
+        Raises :class:`~streamrelay.UpstreamStatusError` for a non-2xx answer (its
+        body and headers redacted) and :class:`~streamrelay.UpstreamUnavailable`
+        when the upstream cannot be reached.
+        """
+        transport = self._resolved_transport()
+        headers = dict(self._headers if transport == "httpx" else self._direct_headers)
+        for name, value in self.forwarded(client_headers):
+            headers[name.lower()] = value
+        try:
+            source = await self._open(transport, path, body, headers)
+        except UpstreamStatusError as exc:
+            if self.secrets:
+                exc.body = redact(exc.body, self.secrets)
+                exc.headers = [
+                    (k, redact(v.encode(), self.secrets).decode()) for k, v in exc.headers
+                ]
+            raise
+        if self.secrets and source.kind == "sse":
+            source.items = redacting(source.items, self.secrets)
+        return source
+
+    def forwarded(self, client_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The client headers :meth:`open` would forward (those in ``forward_headers``)."""
+        forward = self.forward_headers
+        return [(k, v) for k, v in client_headers if k.lower() in forward] if forward else []
+
+    async def aclose(self) -> None:
+        """Close the connection pools this object created (not a client you passed in)."""
+        pools, self._pools = self._pools, {}
+        self._closers.clear()
+        for pool, close in pools.values():
+            await close(pool)
+        if self._owned_httpx is not None:
+            client, self._owned_httpx = self._owned_httpx, None
+            await client.aclose()
+
+    async def _open(
+        self, transport: Transport, path: str, body: bytes, headers: dict[str, str]
+    ) -> Source:
+        if transport == "native":
+            pool: Pool = await self._loop_pool(self._new_pool, Pool.aclose)
+            target = self._target_prefix + path + self._query
+            return await open_native(pool, self._origin, target, self._prefix + path, headers, body)
+        url = self._prefix + path + self._query
+        if transport == "aiohttp":
+            session = await self._loop_pool(
+                lambda: aiohttp_impl.new_session(self.connect_timeout, self.keepalive_expiry),
+                aiohttp_impl.close_session,
+            )
+            return await aiohttp_impl.open_aiohttp(
+                session,
+                url,
+                body,
+                headers,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
+                ssl_context=self._ssl() if self._prefix.startswith("https:") else True,
+            )
+        return await httpx_impl.open_httpx(self.client or self._own_httpx(), url, body, headers)
+
+    def _resolved_transport(self) -> Transport:
+        if self.transport == "httpx":
+            return "httpx"
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # trio: the other transports need asyncio
+            return "httpx"
+        return "native" if self.transport == "auto" else self.transport
+
+    async def _loop_pool(
+        self, create: Callable[[], Any], close: Callable[[Any], Awaitable[None]]
+    ) -> Any:
+        """This event loop's pool (a native pool or an aiohttp session), created on first use."""
+        loop = asyncio.get_running_loop()
+        pool, _ = self._pools.get(id(loop), (None, close))
+        if pool is None or pool.closed:
+            pool = create()
+            self._pools[id(loop)] = pool, close
+            # A mounted app gets no lifespan events, so close the pool when the
+            # event loop shuts down: asyncio finalizes pending async generators then.
+            closer = _close_at_loop_shutdown(pool, close)
+            await anext(closer)
+            self._closers.append(closer)
+        return pool
+
+    def _ssl(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            self._ssl_context = default_ssl_context()
+        return self._ssl_context
+
+    def _new_pool(self) -> Pool:
+        proxy = None
+        if self._proxy is not None:
+            url = urlsplit(self._proxy)
+            scheme = url.scheme if url.scheme in ("http", "https") else "http"
+            proxy = Origin(
+                scheme, url.hostname or "", url.port or (443 if scheme == "https" else 80)
+            )
+        return Pool(
+            connect_timeout=self.connect_timeout,
+            keepalive_expiry=self.keepalive_expiry,
+            ssl_context=self._ssl,
+            proxy=proxy,
+            proxy_headers=list((self._proxy_headers or {}).items()),
+        )
+
+    def _own_httpx(self) -> httpx.AsyncClient:
+        if self._owned_httpx is None:
+            self._owned_httpx = httpx_impl.new_client(
+                self.connect_timeout, self.keepalive_expiry, self._ssl_context
+            )
+        return self._owned_httpx
+
+
+class UpstreamRequest:
+    """A call :meth:`Upstream.request` prepared; :func:`~streamrelay.relay_response`
+    opens it inside the pipeline (under the first-byte timeout)."""
+
+    __slots__ = ("body", "headers", "path", "upstream")
+
+    def __init__(
+        self, upstream: Upstream, path: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> None:
+        self.upstream = upstream
+        self.path = path
+        self.body = body
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"UpstreamRequest({self.upstream.base_url + self.path!r})"
+
+    async def open(self) -> Source:
+        """Send the request; the streaming response (see :meth:`Upstream.open`)."""
+        return await self.upstream.open(self.path, self.body, self.headers)
+
+
+async def _close_at_loop_shutdown(
+    pool: Any, close: Callable[[Any], Awaitable[None]]
+) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        if not pool.closed:
+            await close(pool)
+
+
+def _env_proxy(url: str) -> tuple[str | None, dict[str, str] | None]:
+    """The proxy ``HTTP_PROXY``/``HTTPS_PROXY`` name for ``url`` unless ``NO_PROXY``
+    exempts it, and the ``Proxy-Authorization`` for a ``user:password@`` proxy URL."""
+    parts = urlsplit(url)
+    # Not in typeshed, but public since Python 3.0; unlike proxy_bypass it reads only NO_PROXY.
+    if urllib.request.proxy_bypass_environment(parts.hostname or ""):  # type: ignore[attr-defined]
+        return None, None
+    proxy = urllib.request.getproxies_environment().get(parts.scheme)
+    if not proxy:
+        return None, None
+    proxy_url = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+    if proxy_url.username is None:
+        return proxy_url.geturl(), None
+    credentials = f"{unquote(proxy_url.username)}:{unquote(proxy_url.password or '')}"
+    bare = proxy_url._replace(netloc=proxy_url.netloc.rpartition("@")[2])
+    basic = base64.b64encode(credentials.encode()).decode()
+    return bare.geturl(), {"proxy-authorization": f"Basic {basic}"}

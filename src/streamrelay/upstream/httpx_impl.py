@@ -1,0 +1,55 @@
+"""The ``httpx`` upstream transport: used for ``Upstream(client=httpx.AsyncClient(...))``,
+for ``transport="httpx"``, and under trio (the other transports need asyncio).
+
+Its pool scan grows with every open connection, which shows at high concurrency
+(``docs/performance.md``).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+import httpx
+
+from ..sources import Source, from_httpx
+from .failures import connect_timeout, dns_error, refusal, unreachable
+
+__all__ = ["new_client", "open_httpx"]
+
+
+def new_client(
+    connect_timeout: float | None, keepalive_expiry: float, ssl_context: ssl.SSLContext | None
+) -> httpx.AsyncClient:
+    """The client the transport makes when you pass none."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(None, connect=connect_timeout),
+        limits=httpx.Limits(
+            max_connections=None, max_keepalive_connections=100, keepalive_expiry=keepalive_expiry
+        ),
+        follow_redirects=False,
+        trust_env=True,
+        verify=ssl_context if ssl_context is not None else True,
+    )
+
+
+async def open_httpx(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
+) -> Source:
+    """POST ``body`` to ``url``; the response as a :class:`Source`, or the failure."""
+    request = client.build_request("POST", url, content=body, headers=headers)
+    try:
+        response = await client.send(request, stream=True, follow_redirects=False)
+    except httpx.ConnectTimeout as exc:
+        raise connect_timeout(url) from exc
+    except httpx.ConnectError as exc:
+        if isinstance(exc.__context__, socket.gaierror) or "name" in str(exc).lower():
+            raise dns_error(url) from exc
+        raise unreachable(url, exc) from exc
+    except httpx.HTTPError as exc:
+        raise unreachable(url, exc) from exc
+    refused = refusal(response.status_code, response.headers.get("content-type", ""))
+    if refused is not None:
+        await response.aclose()
+        raise refused
+    return await from_httpx(response)
