@@ -3,7 +3,9 @@
     streamrelay simulate --port 9000 &
     STREAMRELAY_UPSTREAM=http://127.0.0.1:9000/v1 uvicorn examples.handler_helper:app --port 8000
 
-    # an httpx response, an openai SDK stream, or your own text generator:
+    # an Upstream call, an httpx response, an openai SDK stream, or your own text generator:
+    curl -N -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"Hi"}]}' \
+      'http://127.0.0.1:8000/chat/upstream?format=text'
     curl -N -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"Hi"}]}' \
       'http://127.0.0.1:8000/chat/httpx?format=ndjson'
     curl -N -H 'content-type: application/json' -d '{"messages":[{"role":"user","content":"Hi"}]}' \
@@ -19,16 +21,25 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from streamrelay import relay_response
+from streamrelay import Upstream, relay_response
 
 UPSTREAM = os.environ.get("STREAMRELAY_UPSTREAM", "https://api.openai.com/v1")
 KEY = os.environ.get("OPENAI_API_KEY", "unused")
+# streamrelay's client for the upstream (key, connection pool, TLS): the same object a
+# StreamRelay mount takes, so a mount and your handlers can share one.
+upstream = Upstream(UPSTREAM, api_key=KEY)
 client = httpx.AsyncClient(base_url=UPSTREAM, timeout=httpx.Timeout(None, connect=10.0))
+
+
+async def chat_upstream(request: Request):
+    body = await request.json()
+    call = upstream.request("/chat/completions", {"model": "sim-1", **body})
+    return relay_response(call, request)  # sent when the response runs; a 4xx/5xx passes through
 
 
 async def chat_httpx(request: Request):
     body = await request.json()
-    upstream = await client.send(
+    response = await client.send(
         client.build_request(
             "POST",
             "/chat/completions",
@@ -37,7 +48,7 @@ async def chat_httpx(request: Request):
         ),
         stream=True,
     )
-    return relay_response(upstream, request)  # an upstream 4xx/5xx passes through
+    return relay_response(response, request)  # an upstream 4xx/5xx passes through
 
 
 async def chat_sdk(request: Request):
@@ -63,6 +74,7 @@ async def countdown(request: Request):
 
 app = Starlette(
     routes=[
+        Route("/chat/upstream", chat_upstream, methods=["POST"]),
         Route("/chat/httpx", chat_httpx, methods=["POST"]),
         Route("/chat/sdk", chat_sdk, methods=["POST"]),
         Route("/countdown", countdown),

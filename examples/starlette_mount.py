@@ -13,7 +13,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, StreamSettings
 
 
 async def home(request):
@@ -21,6 +21,6 @@ async def home(request):
 
 
 app = Starlette(
-    routes=[Route("/", home), Mount("/ai", StreamRelay(heartbeat=15.0))],
+    routes=[Route("/", home), Mount("/ai", StreamRelay(stream=StreamSettings(heartbeat=15.0)))],
     middleware=[Middleware(GZipMiddleware, minimum_size=100)],
 )

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, StreamSettings, Upstream
 from streamrelay.testing import ServerThread, Simulator
 from wire import FORMATS, chat_body, fetch, mounts, relay_host
 
@@ -25,7 +25,9 @@ OURS = ("streamrelay.", "anyio.")
 
 @pytest.fixture
 def relay_url(upstream: str) -> Iterator[str]:
-    relay = StreamRelay(upstream, api_key="sk-garbage-test", heartbeat=0.05)
+    relay = StreamRelay(
+        Upstream(upstream, api_key="sk-garbage-test"), stream=StreamSettings(heartbeat=0.05)
+    )
     with ServerThread(relay_host(mounts({"/ai": relay}), closers=[relay])) as server:
         yield server.url + "/ai/chat/completions"
 

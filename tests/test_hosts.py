@@ -38,7 +38,7 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
 from apps.procs import MESSAGES, ROOT, Proc, chat, free_port, read_stream, server_command, start_all
-from streamrelay import StreamRelay, StreamRelayMiddleware
+from streamrelay import StreamRelay, StreamRelayMiddleware, StreamSettings, Upstream
 from streamrelay.dispatch import PrefixDispatcher, mount_asgi
 from streamrelay.testing import ServerThread, Simulator
 
@@ -251,13 +251,16 @@ def test_middleware_example_reframes(
 def test_handler_example(
     servers: dict[tuple[str, str], Proc], sim: tuple[Simulator, str], client: httpx.Client
 ) -> None:
-    """examples/handler_helper.py: an httpx response, an openai SDK stream, a text generator."""
+    """examples/handler_helper.py: an ``Upstream`` call, an httpx response, an openai SDK
+    stream, a text generator."""
     url = servers["handler", "plain"].url
-    for route, fmt in (("/chat/httpx", "ndjson"), ("/chat/sdk", "sse")):
+    routes = (("/chat/upstream", "text"), ("/chat/httpx", "ndjson"), ("/chat/sdk", "sse"))
+    for route, fmt in routes:
         received = read_stream(client, url + route, {"messages": MESSAGES}, fmt=fmt)
         assert received.status == 200, (route, received.body[:300])
         check_stream_headers(received)
         assert received.content() == sim[0].expected_text({"messages": MESSAGES}), route
+        assert sim[0].requests[-1].authorization == "Bearer sk-host-test", route
     pieces = []
     with client.stream("GET", url + "/countdown?format=text") as response:
         check_stream_headers(response)
@@ -268,6 +271,11 @@ def test_handler_example(
 
 
 # In-process: nested mounts, root_path, and the dispatcher ---------------------------------
+
+
+def quiet_relay(upstream: str) -> StreamRelay:
+    """A relay to ``upstream`` without heartbeats."""
+    return StreamRelay(Upstream(upstream, api_key="sk-test"), stream=StreamSettings(heartbeat=None))
 
 
 async def not_found(scope: Any, receive: Any, send: Any) -> None:
@@ -310,7 +318,7 @@ NESTED = {
 @pytest.fixture(scope="module")
 def nested(sim: tuple[Simulator, str]) -> Iterator[dict[str, str]]:
     """The nested app under uvicorn without and with ``root_path="/api"``."""
-    relay = StreamRelay(sim[1], api_key="sk-test", heartbeat=None)
+    relay = quiet_relay(sim[1])
     app = mount_asgi(nested_app(relay), {"/deep": mount_asgi(not_found, {"/ai": relay})})
     with ServerThread(app) as plain, ServerThread(app, root_path="/api") as rooted:
         yield {"plain": plain.url, "root-path": rooted.url}
@@ -342,7 +350,7 @@ def test_fastapi_root_path_parameter(sim: tuple[Simulator, str], client: httpx.C
     """
     with pytest.warns(Warning) if _fastapi_warns_on_root_path() else _nothing():
         app = FastAPI(root_path="/api")
-    relay = StreamRelay(sim[1], api_key="sk-test", heartbeat=None)
+    relay = quiet_relay(sim[1])
     app.mount("/ai", relay)
     with ServerThread(app) as server:
         received = read_stream(
@@ -431,7 +439,7 @@ def compressing_hosts(relay: StreamRelay, upstream: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compressing(sim: tuple[Simulator, str]) -> Iterator[dict[str, str]]:
-    relay = StreamRelay(sim[1], api_key="sk-test", heartbeat=None)
+    relay = quiet_relay(sim[1])
     apps = compressing_hosts(relay, sim[1])
     with (
         ServerThread(apps["fastapi-gzip"]) as fastapi,
@@ -601,7 +609,7 @@ def test_mount_asgi_closes_the_relay_under_a_real_server(sim: tuple[Simulator, s
             closed.append(time.monotonic())
             await super().aclose()
 
-    relay = Relay(sim[1], api_key="sk-test")
+    relay = Relay(Upstream(sim[1], api_key="sk-test"))
 
     async def django_like(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -19,9 +19,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from streamrelay import StreamRelayMiddleware
+from streamrelay import StreamRelayMiddleware, StreamSettings
 from streamrelay.testing import ServerThread, Simulator
 from wire import FORMATS, RawHTTP, chat_body, check_wire, fetch
+
+QUIET = StreamSettings(heartbeat=None)
 
 
 def host_app(upstream: str, *, gzip: bool = False) -> Starlette:
@@ -80,7 +82,7 @@ def host_app(upstream: str, *, gzip: bool = False) -> Starlette:
     ]
     # The relay goes inside compression middleware, so compression sees its marks.
     middleware = [Middleware(GZipMiddleware, minimum_size=1)] if gzip else []
-    middleware.append(Middleware(StreamRelayMiddleware, paths=["/chat"], heartbeat=None))
+    middleware.append(Middleware(StreamRelayMiddleware, paths=["/chat"], stream=QUIET))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -138,6 +140,8 @@ def test_reframing_negotiates_from_accept(
 def test_unknown_format_gets_406(sim: Simulator, client: httpx.Client, host: str) -> None:
     response = client.post(host + "/chat", params={"format": "xml"}, json=chat_body())
     assert response.status_code == 406
+    assert response.headers["vary"] == "accept"  # as the mount answers it
+    assert response.headers["cache-control"] == "no-store"
     assert response.json()["error"]["code"] == "unsupported_format"
     assert sim.requests == []  # the host route never ran
 

@@ -23,12 +23,13 @@ from typing import Any
 import httpx
 import pytest
 
-from streamrelay import StreamRelay
-from streamrelay.upstream.native import Origin, Pool, default_ssl_context
-from streamrelay.upstream.http1 import request_head
+from streamrelay import ConfigurationError, StreamRelay, StreamSettings, Upstream
 from streamrelay.testing import ServerThread, Simulator
+from streamrelay.upstream.http1 import request_head
+from streamrelay.upstream.native import Origin, Pool, default_ssl_context
 from wire import RELAY_KEY, chat_body, fetch, mounts, relay_host, self_signed_cert
 
+QUIET = StreamSettings(heartbeat=None)
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 )
@@ -123,6 +124,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     return predicate()
 
 
+def quiet_relay(url: str, **options: Any) -> StreamRelay:
+    """A relay to ``url`` with the test key and no heartbeats; ``options`` go to its
+    :class:`Upstream` (``transport``, ``ssl_context``)."""
+    return StreamRelay(Upstream(url, api_key=RELAY_KEY, **options), stream=QUIET)
+
+
 def serve_relay(relay: StreamRelay) -> ServerThread:
     return ServerThread(relay_host(mounts({"/ai": relay}), [relay]))
 
@@ -146,7 +153,7 @@ def test_a_complete_stream_returns_its_connection_to_the_pool(
     client: httpx.Client, fmt: str
 ) -> None:
     with ScriptedServer(answer_with_late_terminator) as upstream:
-        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        relay = quiet_relay(upstream.url)
         with serve_relay(relay) as server:
             for n in range(1, 4):
                 out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt=fmt)
@@ -170,7 +177,7 @@ async def answer_forever(reader: asyncio.StreamReader, w: asyncio.StreamWriter) 
 
 def test_a_client_disconnect_closes_the_connection_instead_of_pooling_it() -> None:
     with ScriptedServer(answer_forever) as upstream:
-        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        relay = quiet_relay(upstream.url)
         with serve_relay(relay) as server:
             for attempt in (1, 2):
                 with (
@@ -208,7 +215,7 @@ def garbage(answer: bytes) -> Handler:
 )
 def test_an_invalid_response_head_is_a_clear_502(client: httpx.Client, answer: bytes) -> None:
     with ScriptedServer(garbage(answer)) as upstream:
-        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        relay = quiet_relay(upstream.url)
         with serve_relay(relay) as server:
             out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
     assert out.status == 502
@@ -218,7 +225,7 @@ def test_an_invalid_response_head_is_a_clear_502(client: httpx.Client, answer: b
 def test_invalid_chunk_framing_mid_stream_is_an_error_not_an_end(client: httpx.Client) -> None:
     answer = SSE_HEAD + chunk(token_event("hi")) + b"zz\r\n"
     with ScriptedServer(garbage(answer)) as upstream:
-        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        relay = quiet_relay(upstream.url)
         with serve_relay(relay) as server:
             out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
     assert (out.status, out.content()) == (200, "hi")
@@ -255,8 +262,7 @@ def test_tls_upstream_with_a_trusted_certificate(
     transport: str,
 ) -> None:
     simulator, url = tls_upstream
-    kind: Any = transport
-    relay = StreamRelay(url, RELAY_KEY, heartbeat=None, transport=kind, ssl_context=trusting(cert))
+    relay = quiet_relay(url, transport=transport, ssl_context=trusting(cert))
     with serve_relay(relay) as server:
         out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
     assert (out.status, out.terminal) == (200, "done") and out.content()
@@ -269,7 +275,7 @@ def test_tls_upstream_with_an_untrusted_certificate_is_a_502(
 ) -> None:
     simulator, url = tls_upstream
     before = len(simulator.requests)
-    relay = StreamRelay(url, RELAY_KEY, heartbeat=None)  # the default trust store
+    relay = quiet_relay(url)  # the default trust store
     with serve_relay(relay) as server:
         out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
     assert out.status == 502
@@ -348,7 +354,7 @@ def test_an_https_upstream_through_a_connect_proxy(
     simulator, url = tls_upstream
     with TunnelProxy() as proxy:
         use_https_proxy(monkeypatch, f"http://alice:s%40cret@127.0.0.1:{proxy.port}")
-        relay = StreamRelay(url, RELAY_KEY, heartbeat=None, ssl_context=trusting(cert))
+        relay = quiet_relay(url, ssl_context=trusting(cert))
         with serve_relay(relay) as server:
             for _ in range(2):
                 out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
@@ -375,7 +381,7 @@ def test_a_proxy_refusing_the_tunnel_is_a_clear_502(
     _, url = tls_upstream
     with TunnelProxy(refuse=407) as proxy:
         use_https_proxy(monkeypatch, f"http://127.0.0.1:{proxy.port}")
-        relay = StreamRelay(url, RELAY_KEY, heartbeat=None, ssl_context=trusting(cert))
+        relay = quiet_relay(url, ssl_context=trusting(cert))
         with serve_relay(relay) as server:
             out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="sse")
     assert out.status == 502
@@ -387,23 +393,19 @@ def test_a_proxy_refusing_the_tunnel_is_a_clear_502(
 
 
 def test_an_unknown_transport_is_a_configuration_error() -> None:
-    from streamrelay.errors import ConfigurationError
-
     with pytest.raises(ConfigurationError, match="transport must be"):
-        StreamRelay("http://127.0.0.1:1/v1", RELAY_KEY, transport="curl")  # type: ignore[arg-type]
+        Upstream("http://127.0.0.1:1/v1", api_key=RELAY_KEY, transport="curl")  # type: ignore[arg-type]
 
 
 def test_a_line_break_in_an_upstream_header_is_a_configuration_error() -> None:
-    from streamrelay.errors import ConfigurationError
-
-    with pytest.raises(ConfigurationError, match="line break"):
-        StreamRelay("http://127.0.0.1:1/v1", RELAY_KEY, upstream_headers={"x-a": "1\r\nx-b: 2"})
+    with pytest.raises(ConfigurationError, match=r"invalid upstream headers: .* line break"):
+        Upstream("http://127.0.0.1:1/v1", api_key=RELAY_KEY, headers={"x-a": "1\r\nx-b: 2"})
 
 
 def test_the_port_is_free_after_the_relay_stops() -> None:
     """Closing the relay closes its pooled connections (the upstream sees them close)."""
     with ScriptedServer(answer_with_late_terminator) as upstream:
-        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None)
+        relay = quiet_relay(upstream.url)
         with serve_relay(relay) as server, httpx.Client(timeout=10) as own:
             out = fetch(own, server.url + "/ai/chat/completions", chat_body(), fmt="text")
             assert out.content() == "hi"
@@ -416,7 +418,7 @@ def test_a_host_name_is_resolved_and_each_address_tried(client: httpx.Client) ->
     """``localhost`` may resolve to ::1 first, where nothing listens: 127.0.0.1 is tried next."""
     with ScriptedServer(answer_with_late_terminator) as upstream:
         url = f"http://localhost:{upstream.port}/v1"
-        relay = StreamRelay(url, RELAY_KEY, heartbeat=None)
+        relay = quiet_relay(url)
         with serve_relay(relay) as server:
             out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="text")
     assert (out.status, out.content()) == (200, "hi")
@@ -431,7 +433,11 @@ def pool_and_request(port: int) -> tuple[Pool, Origin, bytes]:
     """A pool for this event loop and a request for the upstream at ``port``."""
     origin = Origin("http", "127.0.0.1", port)
     data = request_head("POST", "/v1/chat/completions", origin.authority, [], 2) + b"{}"
-    return Pool(connect_timeout=5, keepalive_expiry=60.0, ssl_context=default_ssl_context), origin, data
+    return (
+        Pool(connect_timeout=5, keepalive_expiry=60.0, ssl_context=default_ssl_context),
+        origin,
+        data,
+    )
 
 
 def test_bytes_that_arrive_after_the_relay_stopped_reading_never_reach_the_next_request() -> None:
@@ -512,7 +518,10 @@ def test_an_error_body_that_stalls_past_the_first_byte_timeout_closes_the_connec
     client: httpx.Client,
 ) -> None:
     with ScriptedServer(error_whose_body_stalls) as upstream:
-        relay = StreamRelay(upstream.url, RELAY_KEY, heartbeat=None, first_byte_timeout=0.5)
+        relay = StreamRelay(
+            Upstream(upstream.url, api_key=RELAY_KEY),
+            stream=StreamSettings(heartbeat=None, first_byte_timeout=0.5),
+        )
         with serve_relay(relay) as server:
             out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
             assert out.status == 504

@@ -20,8 +20,8 @@ fault puts each token's send time in the token):
   on) and its gzip filter skips a response that declares ``Content-Encoding:
   identity``; the same gzip location holds a naive stream back until its end;
 * on ``/short/``, a stream whose upstream is silent for 4.5 s survives with
-  ``heartbeat=0.3`` (``ndjson``, ``sse``, ``openai``); ``text`` has no in-band
-  heartbeat and is cut, as is every format of a relay with ``heartbeat=None``;
+  ``StreamSettings(heartbeat=0.3)`` (``ndjson``, ``sse``, ``openai``); ``text`` has no
+  in-band heartbeat and is cut, as is every format of a relay with ``heartbeat=None``;
   nginx's cut reaches the upstream as a cancellation;
 * a client that disconnects from nginx cancels the upstream, mid-stream and
   before the first byte.
@@ -45,7 +45,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from apps.procs import Proc, Received, chat, free_port, nginx_binary, nginx_conf, read_stream
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, StreamSettings, Upstream
 from streamrelay.testing import ServerThread, Simulator
 from wire import RawHTTP
 
@@ -93,8 +93,9 @@ async def naive(request: Request) -> Response:
 def relay_host(upstream: str) -> Starlette:
     """The relay at ``/hb`` (heartbeat 0.3 s) and ``/nohb`` (no heartbeat), and two
     routes of the host: a compressible ``/page`` and a ``/naive`` stream."""
-    with_heartbeat = StreamRelay(upstream, api_key="sk-test", heartbeat=HEARTBEAT)
-    without_heartbeat = StreamRelay(upstream, api_key="sk-test", heartbeat=None)
+    simulator = Upstream(upstream, api_key="sk-test")
+    with_heartbeat = StreamRelay(simulator, stream=StreamSettings(heartbeat=HEARTBEAT))
+    without_heartbeat = StreamRelay(simulator, stream=StreamSettings(heartbeat=None))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

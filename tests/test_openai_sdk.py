@@ -17,14 +17,14 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, Upstream
 from streamrelay.testing import ServerThread, Simulator
 from wire import MESSAGES, RELAY_KEY, run_async, upstream_data
 
 
 @pytest.fixture(scope="module")
 def relay_base(upstream: str) -> Iterator[str]:
-    relay = StreamRelay(upstream, RELAY_KEY)
+    relay = StreamRelay(Upstream(upstream, api_key=RELAY_KEY))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,13 +11,13 @@ arrives unchanged.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 import pytest
 
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, StreamSettings, Upstream
 from streamrelay.testing import FAULTS, ServerThread, Simulator
 from wire import (
     FORMATS,
@@ -140,18 +140,17 @@ def test_every_simulator_fault_is_covered() -> None:
 def relay(upstream: str) -> Iterator[str]:
     """Relays on every transport, with short timeouts, in one uvicorn thread."""
     user_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
-    settings: dict[str, Any] = {
-        "api_key": RELAY_KEY,
-        "first_byte_timeout": TIMEOUT,
-        "idle_timeout": TIMEOUT,
-        "heartbeat": None,
-    }
+    settings = StreamSettings(first_byte_timeout=TIMEOUT, idle_timeout=TIMEOUT, heartbeat=None)
+
+    def to_sim(**options: Any) -> Upstream:
+        return Upstream(upstream, api_key=RELAY_KEY, **options)
+
     relays = {
-        "/native": StreamRelay(upstream, transport="native", **settings),
-        "/aiohttp": StreamRelay(upstream, transport="aiohttp", **settings),
-        "/httpx": StreamRelay(upstream, transport="httpx", **settings),
-        "/client": StreamRelay(upstream, client=user_client, **settings),
-        "/small": StreamRelay(upstream, max_event_bytes=64 * 1024, **settings),
+        "/native": StreamRelay(to_sim(transport="native"), stream=settings),
+        "/aiohttp": StreamRelay(to_sim(transport="aiohttp"), stream=settings),
+        "/httpx": StreamRelay(to_sim(transport="httpx"), stream=settings),
+        "/client": StreamRelay(to_sim(client=user_client), stream=settings),
+        "/small": StreamRelay(to_sim(), stream=replace(settings, max_event_bytes=64 * 1024)),
     }
     app = relay_host(mounts(relays), [*relays.values(), user_client])
     with ServerThread(app) as server, httpx.Client(timeout=10) as warm:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, Upstream
 from streamrelay.testing import ServerThread, Simulator
 from wire import FORMATS, RELAY_KEY, chat_body, check_wire, fetch, mounts, parse_sse, relay_host
 
@@ -22,9 +22,10 @@ MEDIA = {
 
 @pytest.fixture(scope="module")
 def relay(upstream: str) -> Iterator[str]:
+    sim = Upstream(upstream, api_key=RELAY_KEY)
     relays = {
-        "/ai": StreamRelay(upstream, RELAY_KEY),
-        "/nd": StreamRelay(upstream, RELAY_KEY, default_format="ndjson"),
+        "/ai": StreamRelay(sim),
+        "/nd": StreamRelay(sim, default_format="ndjson"),
     }
     with ServerThread(relay_host(mounts(relays), list(relays.values()))) as server:
         yield server.url
@@ -87,6 +88,8 @@ def test_unknown_format_gets_406_listing_the_names(
     )
     assert response.status_code == 406
     assert response.headers["content-type"] == "application/json"
+    assert response.headers["vary"] == "accept"
+    assert response.headers["cache-control"] == "no-store"
     error = response.json()["error"]
     assert error["code"] == "unsupported_format"
     for known in FORMATS:

@@ -16,7 +16,7 @@ import pytest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from streamrelay import RequestRejected, StreamRelay
+from streamrelay import RequestLimits, RequestRejected, StreamRelay, StreamSettings, Upstream
 from streamrelay.testing import ServerThread, Simulator
 from wire import RELAY_KEY, chat_body, check_wire, closed_port, fetch, mounts, relay_host
 
@@ -44,22 +44,25 @@ async def prepare_async(request: Request, body: dict[str, Any]) -> dict[str, Any
 
 @pytest.fixture(scope="module")
 def relay(upstream: str) -> Iterator[str]:
+    sim = Upstream(upstream, api_key=RELAY_KEY)  # one upstream, shared by the mounts
     dead = f"http://127.0.0.1:{closed_port()}/v1"
     relays = {
         "/ai": StreamRelay(
-            upstream,
-            RELAY_KEY,
-            forward_headers=["X-Trace-Id", "authorization", "Cookie", "OpenAI-Organization"],
-            max_body_bytes=4096,
+            Upstream(
+                upstream,
+                api_key=RELAY_KEY,
+                forward_headers=["X-Trace-Id", "authorization", "Cookie", "OpenAI-Organization"],
+            ),
+            limits=RequestLimits(max_body_bytes=4096),
         ),
-        "/sync": StreamRelay(upstream, RELAY_KEY, prepare=prepare_sync),
-        "/async": StreamRelay(upstream, RELAY_KEY, prepare=prepare_async),
-        "/models": StreamRelay(upstream, RELAY_KEY, allowed_models=["sim-1", "sim-2"]),
-        "/capped": StreamRelay(upstream, RELAY_KEY, max_tokens=5),
-        "/dead-native": StreamRelay(dead, RELAY_KEY, transport="native"),
-        "/dead-aiohttp": StreamRelay(dead, RELAY_KEY, transport="aiohttp"),
-        "/dead-httpx": StreamRelay(dead, RELAY_KEY, transport="httpx"),
-        "/slow": StreamRelay(upstream, RELAY_KEY, first_byte_timeout=0.5),
+        "/sync": StreamRelay(sim, prepare=prepare_sync),
+        "/async": StreamRelay(sim, prepare=prepare_async),
+        "/models": StreamRelay(sim, allowed_models=["sim-1", "sim-2"]),
+        "/capped": StreamRelay(sim, max_tokens=5),
+        "/dead-native": StreamRelay(Upstream(dead, api_key=RELAY_KEY, transport="native")),
+        "/dead-aiohttp": StreamRelay(Upstream(dead, api_key=RELAY_KEY, transport="aiohttp")),
+        "/dead-httpx": StreamRelay(Upstream(dead, api_key=RELAY_KEY, transport="httpx")),
+        "/slow": StreamRelay(sim, stream=StreamSettings(first_byte_timeout=0.5)),
     }
     with ServerThread(relay_host(mounts(relays), list(relays.values()))) as server:
         yield server.url

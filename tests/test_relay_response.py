@@ -15,10 +15,11 @@ import pytest
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from streamrelay import relay_response
+from streamrelay import StreamSettings, relay_response
 from streamrelay.testing import ServerThread, Simulator
 from wire import FORMATS, MESSAGES, RawHTTP, chat_body, check_wire, fetch
 
+QUIET = StreamSettings(heartbeat=None)
 PIECES = ["Hello", ", ", "wor", "ld\n", "東京 🚀", ""]
 
 
@@ -41,7 +42,7 @@ def host_app(upstream: str) -> FastAPI:
 
     @app.post("/httpx")
     async def from_httpx(request: Request) -> Response:
-        return relay_response(await open_upstream(request), request, heartbeat=None)
+        return relay_response(await open_upstream(request), request, stream=QUIET)
 
     @app.post("/forced")
     async def forced(request: Request) -> Response:
@@ -225,6 +226,8 @@ def test_upstream_4xx_passes_through(
 def test_unknown_format_gets_406(client: httpx.Client, host: str) -> None:
     response = client.post(host + "/text", params={"format": "xml"})
     assert response.status_code == 406
+    assert response.headers["vary"] == "accept"  # as the mount answers it
+    assert response.headers["cache-control"] == "no-store"
     error = response.json()["error"]
     assert error["code"] == "unsupported_format"
     assert all(name in error["message"] for name in FORMATS)

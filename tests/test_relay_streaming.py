@@ -19,7 +19,7 @@ import pytest
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, StreamSettings, Upstream
 from streamrelay.testing import ServerThread, Simulator
 from wire import (
     FORMATS,
@@ -34,17 +34,21 @@ from wire import (
 )
 
 TRANSPORTS = ["/ai", "/ai-aiohttp", "/ai-httpx", "/ai-client"]
+QUIET = StreamSettings(heartbeat=None)
 
 
 def make_relays(upstream: str) -> dict[str, Any]:
     user_client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=5.0))
-    quiet: dict[str, Any] = {"api_key": RELAY_KEY, "heartbeat": None}
+
+    def to_sim(**options: Any) -> Upstream:
+        return Upstream(upstream, api_key=RELAY_KEY, **options)
+
     return {
-        "/ai": StreamRelay(upstream, **quiet),
-        "/ai-aiohttp": StreamRelay(upstream, transport="aiohttp", **quiet),
-        "/ai-httpx": StreamRelay(upstream, transport="httpx", **quiet),
-        "/ai-client": StreamRelay(upstream, client=user_client, **quiet),
-        "/beat": StreamRelay(upstream, RELAY_KEY, heartbeat=0.1, idle_timeout=10),
+        "/ai": StreamRelay(to_sim(), stream=QUIET),
+        "/ai-aiohttp": StreamRelay(to_sim(transport="aiohttp"), stream=QUIET),
+        "/ai-httpx": StreamRelay(to_sim(transport="httpx"), stream=QUIET),
+        "/ai-client": StreamRelay(to_sim(client=user_client), stream=QUIET),
+        "/beat": StreamRelay(to_sim(), stream=StreamSettings(heartbeat=0.1, idle_timeout=10)),
         "": user_client,  # closed on shutdown, not mounted
     }
 
@@ -79,7 +83,7 @@ IMPLS = ["httptools", "h11"]
 @pytest.fixture(scope="module")
 def gzip_relay(upstream: str) -> Iterator[str]:
     """A host app with Starlette's GZipMiddleware (compressing anything over 1 byte)."""
-    relay = StreamRelay(upstream, RELAY_KEY)
+    relay = StreamRelay(Upstream(upstream, api_key=RELAY_KEY))
     app = relay_host(mounts({"/ai": relay}), [relay])
     app.user_middleware.insert(0, Middleware(GZipMiddleware, minimum_size=1))
     with ServerThread(app) as server:

@@ -33,8 +33,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.types import Receive, Scope, Send
 
-from streamrelay import StreamRelay
+from streamrelay import RequestLimits, StreamRelay, StreamSettings, Upstream
 from streamrelay.testing import ServerThread, Simulator
+from streamrelay.upstream import Transport
 from wire import (
     FORMATS,
     RELAY_KEY,
@@ -47,7 +48,7 @@ from wire import (
     relay_host,
 )
 
-TRANSPORTS = ("native", "aiohttp", "httpx")
+TRANSPORTS: tuple[Transport, ...] = ("native", "aiohttp", "httpx")
 
 
 # Hostile upstreams ---------------------------------------------------------------------------
@@ -168,31 +169,36 @@ def by_user(request: Any, body: dict[str, Any]) -> str | None:
     return request.headers.get("x-user")
 
 
+def keyed(url: str, transport: Transport = "auto") -> Upstream:
+    return Upstream(url, api_key=RELAY_KEY, transport=transport)
+
+
 @pytest.fixture(scope="module")
 def relay(upstream: str, hostile: dict[str, str]) -> Iterator[str]:
+    sim = keyed(upstream)
     relays: dict[str, StreamRelay] = {
         "/ai": StreamRelay(
-            upstream, RELAY_KEY, max_body_bytes=4096, body_timeout=0.5, max_header_bytes=8192
+            sim, limits=RequestLimits(max_body_bytes=4096, body_timeout=0.5, max_header_bytes=8192)
         ),
-        "/quick": StreamRelay(upstream, RELAY_KEY, idle_timeout=0.3, first_byte_timeout=0.5),
+        "/quick": StreamRelay(sim, stream=StreamSettings(idle_timeout=0.3, first_byte_timeout=0.5)),
         "/limited": StreamRelay(
-            upstream, RELAY_KEY, max_streams_per_principal=2, principal=by_user, heartbeat=None
+            sim,
+            stream=StreamSettings(heartbeat=None),
+            limits=RequestLimits(max_streams_per_principal=2),
+            principal=by_user,
         ),
-        "/by-address": StreamRelay(upstream, RELAY_KEY, max_streams_per_principal=1),
-        "/quoting": StreamRelay(hostile["quoting"], RELAY_KEY),
-        "/quoting-httpx": StreamRelay(hostile["quoting"], RELAY_KEY, transport="httpx"),
-        "/dead": StreamRelay(f"http://127.0.0.1:{closed_port()}/v1", RELAY_KEY),
+        "/by-address": StreamRelay(sim, limits=RequestLimits(max_streams_per_principal=1)),
+        "/quoting": StreamRelay(keyed(hostile["quoting"])),
+        "/quoting-httpx": StreamRelay(keyed(hostile["quoting"], "httpx")),
+        "/dead": StreamRelay(keyed(f"http://127.0.0.1:{closed_port()}/v1")),
     }
     for transport in TRANSPORTS:
-        kind: Any = transport
         for media in ("json", "html"):
-            relays[f"/{media}-{transport}"] = StreamRelay(hostile[media], RELAY_KEY, transport=kind)
-        relays[f"/dns-{transport}"] = StreamRelay(
-            "http://upstream.invalid/v1", RELAY_KEY, transport=kind
-        )
+            relays[f"/{media}-{transport}"] = StreamRelay(keyed(hostile[media], transport))
+        relays[f"/dns-{transport}"] = StreamRelay(keyed("http://upstream.invalid/v1", transport))
         for status in ("302", "307"):
             relays[f"/redirect{status}-{transport}"] = StreamRelay(
-                hostile[status], RELAY_KEY, transport=kind
+                keyed(hostile[status], transport)
             )
     with ServerThread(relay_host(mounts(relays), list(relays.values()))) as server:
         yield server.url
@@ -316,12 +322,11 @@ class _OneShotUpstream:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_a_stale_pooled_connection_is_not_a_502(client: httpx.Client, transport: str) -> None:
+def test_a_stale_pooled_connection_is_not_a_502(client: httpx.Client, transport: Transport) -> None:
     upstream = _OneShotUpstream()
     threading.Thread(target=upstream.run, daemon=True).start()
     assert upstream.ready.wait(10)
-    kind: Any = transport
-    relay = StreamRelay(f"http://127.0.0.1:{upstream.port}/v1", RELAY_KEY, transport=kind)
+    relay = StreamRelay(keyed(f"http://127.0.0.1:{upstream.port}/v1", transport))
     with ServerThread(relay_host(mounts({"/ai": relay}), [relay])) as server:
         for _ in range(2):
             response = client.post(
@@ -508,7 +513,7 @@ def test_the_key_never_appears_in_responses_logs_or_exceptions(
         if record.exc_info:
             text += logging.Formatter().formatException(record.exc_info)
         assert RELAY_KEY not in text, (record.name, text[:500])
-    relay_object = StreamRelay("https://api.example.com/v1", RELAY_KEY)
+    relay_object = StreamRelay(keyed("https://api.example.com/v1"))
     assert RELAY_KEY not in repr(relay_object) + repr(relay_object.upstream)
 
 

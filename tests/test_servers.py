@@ -2,7 +2,8 @@
 
 ``tests/apps/relay_app.py`` (the relay at ``/ai``, a raw OpenAI SSE route of the
 host re-framed by ``StreamRelayMiddleware`` at ``/raw``, a plain streaming route
-at ``/ticks``) runs under uvicorn (httptools and h11), hypercorn, granian and
+at ``/ticks``) runs under uvicorn (httptools and h11), hypercorn (asyncio and its
+trio worker, where the relay runs on trio with the httpx transport), granian and
 daphne; its upstream is a simulator in this process. On each server:
 
 * every format streams incrementally (the first token arrives before the
@@ -42,14 +43,20 @@ from apps.procs import APPS, Proc, chat, free_port, read_stream, server_command,
 from streamrelay.testing import ServerThread, Simulator
 from wire import RawHTTP, self_signed_cert
 
-SERVERS = ("uvicorn-httptools", "uvicorn-h11", "hypercorn", "granian", "daphne")
+SERVERS = ("uvicorn-httptools", "uvicorn-h11", "hypercorn", "hypercorn-trio", "granian", "daphne")
 FORMATS = ("text", "ndjson", "sse", "openai")
 HEARTBEAT = 0.3
 SEND_TIMEOUT = 1.5
 HOP_BY_HOP = ("connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection")
-BACKPRESSURE = {server: server != "daphne" for server in SERVERS}
-"""Whether ``send`` waits while the client reads nothing (daphne's Twisted transport
-buffers without limit, so the relay's send timeout can never fire there)."""
+STALLED_SEND = {server: "timeout" for server in SERVERS} | {
+    "daphne": "buffered",
+    "hypercorn-trio": "shielded",
+}
+"""What ``send`` does while the client reads nothing: it waits, and the relay's send
+timeout drops the client (``timeout``); daphne's Twisted transport buffers without
+limit, so the send never waits (``buffered``); hypercorn's trio worker shields its
+socket write from cancellation, so the send waits until the client's connection goes
+(``shielded``)."""
 
 
 @pytest.fixture(scope="module")
@@ -204,13 +211,21 @@ def test_a_client_that_stops_reading(server: tuple[str, str], sim: Simulator) ->
         conn = RawHTTP(url)
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         conn.request("POST", "/ai/chat/completions?format=text", chat())
-        if BACKPRESSURE[name]:
+        if STALLED_SEND[name] == "timeout":
             # send() blocks, the send timeout fires, the upstream is closed.
             sim.stats.wait(cancelled=1, timeout=SEND_TIMEOUT + 15)
             assert sim.stats.finished == 0
-        else:
+        elif STALLED_SEND[name] == "buffered":
             # daphne: every byte lands in the server's memory; the upstream finishes.
             sim.stats.wait(finished=1, timeout=30)
+        else:
+            # hypercorn-trio: the send cannot be cut, so the stream waits on the client;
+            # the upstream is still stopped (not finished) once the client goes.
+            time.sleep(SEND_TIMEOUT + 1)
+            assert (sim.stats.cancelled, sim.stats.finished) == (0, 0)
+            conn.close()
+            sim.stats.wait(cancelled=1, timeout=15)
+            assert sim.stats.finished == 0
         conn.close()
     finally:
         sim.config = sim.config.replace(pieces=None)

@@ -14,12 +14,19 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, StreamSettings, Upstream
 from streamrelay.testing import ServerThread, Simulator
+from streamrelay.upstream import Transport
 from streamrelay.upstream.client import _env_proxy
 from wire import chat_body, fetch, mounts, relay_host
 
 UNRESOLVABLE = "http://upstream.invalid/v1"
+
+
+def proxied_relay(transport: Transport) -> StreamRelay:
+    """A relay to the unresolvable host (built after the test set the proxy environment)."""
+    upstream = Upstream(UNRESOLVABLE, api_key="sk-proxy", transport=transport)
+    return StreamRelay(upstream, stream=StreamSettings(heartbeat=None))
 
 
 def serve(relay: StreamRelay) -> ServerThread:
@@ -29,7 +36,7 @@ def serve(relay: StreamRelay) -> ServerThread:
 @pytest.fixture(params=["native", "aiohttp", "httpx"])
 def transport_relay(
     request: pytest.FixtureRequest, upstream: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[str, pytest.MonkeyPatch]]:
+) -> Iterator[tuple[Transport, pytest.MonkeyPatch]]:
     """Sets the proxy to the simulator's address before the relay reads the environment."""
     proxy = upstream.removesuffix("/v1")
     monkeypatch.setenv("HTTP_PROXY", proxy)
@@ -39,10 +46,10 @@ def transport_relay(
 
 
 def test_requests_go_through_the_proxy(
-    transport_relay: tuple[str, pytest.MonkeyPatch], sim: Simulator, client: httpx.Client
+    transport_relay: tuple[Transport, pytest.MonkeyPatch], sim: Simulator, client: httpx.Client
 ) -> None:
     transport, _ = transport_relay
-    relay = StreamRelay(UNRESOLVABLE, api_key="sk-proxy", heartbeat=None, transport=transport)
+    relay = proxied_relay(transport)
     body = chat_body(tokens=4)
     with serve(relay) as server:
         out = fetch(client, server.url + "/ai/chat/completions", body, fmt="ndjson")
@@ -52,11 +59,11 @@ def test_requests_go_through_the_proxy(
 
 
 def test_no_proxy_exempts_the_upstream(
-    transport_relay: tuple[str, pytest.MonkeyPatch], sim: Simulator, client: httpx.Client
+    transport_relay: tuple[Transport, pytest.MonkeyPatch], sim: Simulator, client: httpx.Client
 ) -> None:
     transport, monkeypatch = transport_relay
     monkeypatch.setenv("NO_PROXY", "upstream.invalid")
-    relay = StreamRelay(UNRESOLVABLE, api_key="sk-proxy", heartbeat=None, transport=transport)
+    relay = proxied_relay(transport)
     with serve(relay) as server:
         out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
     assert out.status == 502
@@ -76,14 +83,14 @@ def test_proxy_credentials_are_taken_from_the_url(monkeypatch: pytest.MonkeyPatc
 
 
 def test_proxy_credentials_reach_the_proxy(
-    transport_relay: tuple[str, pytest.MonkeyPatch],
+    transport_relay: tuple[Transport, pytest.MonkeyPatch],
     upstream: str,
     sim: Simulator,
     client: httpx.Client,
 ) -> None:
     transport, monkeypatch = transport_relay
     monkeypatch.setenv("HTTP_PROXY", upstream.replace("http://", "http://relay:s%40cret@", 1)[:-3])
-    relay = StreamRelay(UNRESOLVABLE, api_key="sk-proxy", heartbeat=None, transport=transport)
+    relay = proxied_relay(transport)
     with serve(relay) as server:
         out = fetch(client, server.url + "/ai/chat/completions", chat_body(tokens=2), fmt="ndjson")
     assert out.status == 200, out.raw[:300]

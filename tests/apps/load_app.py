@@ -11,15 +11,16 @@ from __future__ import annotations
 import os
 import resource
 
-from streamrelay import StreamRelay
+from streamrelay import StreamRelay, StreamSettings, Upstream
 
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 if _soft < _hard:
     resource.setrlimit(resource.RLIMIT_NOFILE, (_hard, _hard))
 
 app = StreamRelay(
-    os.environ["STREAMRELAY_UPSTREAM"],
-    api_key="sk-load-test",
-    heartbeat=None,
-    send_timeout=float(os.environ.get("STREAMRELAY_TEST_SEND_TIMEOUT", "30")),
+    Upstream(os.environ["STREAMRELAY_UPSTREAM"], api_key="sk-load-test"),
+    stream=StreamSettings(
+        heartbeat=None,
+        send_timeout=float(os.environ.get("STREAMRELAY_TEST_SEND_TIMEOUT", "30")),
+    ),
 )

@@ -45,8 +45,8 @@ def free_port() -> int:
 def server_command(server: str, target: str, port: int, *extra: str) -> list[str]:
     """The command line that serves ASGI app ``target`` (``module:attr``) on ``port``.
 
-    ``server`` is ``uvicorn-httptools``, ``uvicorn-h11``, ``hypercorn``, ``granian``
-    or ``daphne``.
+    ``server`` is ``uvicorn-httptools``, ``uvicorn-h11``, ``hypercorn``,
+    ``hypercorn-trio`` (its trio worker), ``granian`` or ``daphne``.
     """
     host = "127.0.0.1"
     if server.startswith("uvicorn"):
@@ -68,6 +68,16 @@ def server_command(server: str, target: str, port: int, *extra: str) -> list[str
         ]
     if server == "hypercorn":
         return [str(BIN / "hypercorn"), target, "--bind", f"{host}:{port}", *extra]
+    if server == "hypercorn-trio":  # the relay under trio: anyio, and the httpx transport
+        return [
+            str(BIN / "hypercorn"),
+            "--worker-class",
+            "trio",
+            target,
+            "--bind",
+            f"{host}:{port}",
+            *extra,
+        ]
     if server == "granian":
         return [
             str(BIN / "granian"),

@@ -10,7 +10,8 @@ Routes:
 * ``/ticks``: a plain streaming response of the host, which the middleware marks;
 * ``/health``: a JSON route of the host.
 
-``STREAMRELAY_TEST_HEARTBEAT`` and ``STREAMRELAY_TEST_SEND_TIMEOUT`` (seconds) tune the relay.
+``STREAMRELAY_TEST_HEARTBEAT`` (seconds) sets the heartbeat of the relay and the
+middleware; ``STREAMRELAY_TEST_SEND_TIMEOUT`` (seconds) the relay's send timeout.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
-from streamrelay import StreamRelay, StreamRelayMiddleware
+from streamrelay import StreamRelay, StreamRelayMiddleware, StreamSettings, Upstream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from examples.middleware_reframe import UpstreamResponse
@@ -38,7 +39,10 @@ UPSTREAM = os.environ["STREAMRELAY_UPSTREAM"]
 HEARTBEAT = float(os.environ.get("STREAMRELAY_TEST_HEARTBEAT", "15"))
 SEND_TIMEOUT = float(os.environ.get("STREAMRELAY_TEST_SEND_TIMEOUT", "30"))
 
-relay = StreamRelay(UPSTREAM, api_key="sk-test", heartbeat=HEARTBEAT, send_timeout=SEND_TIMEOUT)
+relay = StreamRelay(
+    Upstream(UPSTREAM, api_key="sk-test"),
+    stream=StreamSettings(heartbeat=HEARTBEAT, send_timeout=SEND_TIMEOUT),
+)
 client = httpx.AsyncClient(base_url=UPSTREAM, timeout=httpx.Timeout(None, connect=5.0))
 
 
@@ -80,6 +84,10 @@ app = Starlette(
         Route("/ticks", ticks),
         Mount("/ai", relay),
     ],
-    middleware=[Middleware(StreamRelayMiddleware, paths=["/raw"], heartbeat=HEARTBEAT)],
+    middleware=[
+        Middleware(
+            StreamRelayMiddleware, paths=["/raw"], stream=StreamSettings(heartbeat=HEARTBEAT)
+        )
+    ],
     lifespan=lifespan,
 )
