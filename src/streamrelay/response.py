@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 from . import _http
 from .config import StreamSettings, check_format_name, settings_or_default
 from .errors import RequestRejected
+from .formats import FORMATS
 from .outcome import StreamObserver
 from .pipeline import run_stream
 from .sources import open_source
@@ -37,8 +38,6 @@ class RelayResponse(Response):
         headers: Mapping[str, str] | None = None,
         on_stream_end: StreamObserver | None = None,
     ) -> None:
-        from .formats import FORMATS
-
         self.source = source
         self.format = format
         self.settings = settings

@@ -14,7 +14,9 @@ sans-I/O parser, ``streamrelay.upstream.http1``, imports nothing third-party.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .client import DEFAULT_UPSTREAM, Transport, Upstream, UpstreamRequest, resolve_upstream
@@ -22,11 +24,4 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_UPSTREAM", "Transport", "Upstream", "UpstreamRequest", "resolve_upstream"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in __all__:
-        raise AttributeError(f"module 'streamrelay.upstream' has no attribute {name!r}")
-    from . import client
-
-    value = getattr(client, name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, globals(), dict.fromkeys(__all__, "client"))
