@@ -429,3 +429,55 @@ def test_screenshot_of_a_finished_answer(demo: Demo, sim: Simulator, tmp_path: P
     if os.environ.get("STREAMRELAY_UPDATE_SCREENSHOT") == "1":
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(target, SCREENSHOT)
+
+
+# A page of another origin ----------------------------------------------------------------
+
+CROSS_SITE_PAGE = """<!doctype html><title>another site</title><script>
+window.attack = async (url) => {
+  const sent = [];
+  // A blob without a type: the browser sends no Content-Type, so no CORS preflight.
+  const blob = new Blob([JSON.stringify({model: "sim-1", messages: [{role: "user", content: "hi"}]})]);
+  await fetch(url, {method: "POST", mode: "no-cors", body: blob, credentials: "include"});
+  sent.push("blob");
+  // text/plain is a "simple" type too: no preflight either.
+  await fetch(url, {method: "POST", mode: "no-cors", body: "{}", headers: {"content-type": "text/plain"}});
+  sent.push("text/plain");
+  return sent;
+};
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def other_origin() -> Iterator[str]:
+    """A page served from another port: another origin, as another site would be."""
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    async def page(request: Any) -> HTMLResponse:
+        return HTMLResponse(CROSS_SITE_PAGE)
+
+    with ServerThread(Starlette(routes=[Route("/", page)])) as server:
+        yield server.url
+
+
+def test_a_page_of_another_origin_cannot_start_a_generation(
+    browser: Browser, servers: tuple[Simulator, str], sim: Simulator, other_origin: str
+) -> None:
+    """``fetch(relay, {mode: "no-cors", body: blob})`` from another origin needs no CORS
+    preflight, so the browser sends it. The relay must answer 415 and call no upstream:
+    requiring a JSON Content-Type is what forces a cross-site caller through a preflight."""
+    relay = servers[1].replace("127.0.0.1", "localhost") + "/v1/chat/completions"
+    page = browser.new_page()
+    statuses: list[tuple[str, int]] = []
+    page.on("response", lambda r: statuses.append((r.request.method, r.status)))
+    try:
+        page.goto(other_origin, wait_until="load")
+        assert page.evaluate("(url) => window.attack(url)", relay) == ["blob", "text/plain"]
+    finally:
+        page.close()
+    posts = [status for method, status in statuses if method == "POST"]
+    assert posts == [415, 415], statuses  # both reached the relay, both refused
+    time.sleep(0.3)
+    assert sim.requests == []  # and nothing went upstream

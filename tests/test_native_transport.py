@@ -526,3 +526,86 @@ def test_an_error_body_that_stalls_past_the_first_byte_timeout_closes_the_connec
             out = fetch(client, server.url + "/ai/chat/completions", chat_body(), fmt="ndjson")
             assert out.status == 504
             assert wait_for(lambda: upstream.closed_by_client == 1)
+
+
+class _KeepAliveThenClose:
+    """A blocking upstream in a thread: answers one request with keep-alive, then, when
+    told, closes the connection while the relay holds it idle in its pool."""
+
+    ANSWER = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 14\r\n\r\n"
+        b"data: [DONE]\n\n"
+    )
+
+    def __init__(self) -> None:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.close_now = threading.Event()
+        self.closed = threading.Event()
+        self.requests = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"{}"):
+            data += conn.recv(65536)
+        self.requests += 1
+        conn.sendall(self.ANSWER)
+        self.close_now.wait(10)
+        conn.close()  # the upstream's idle timeout: FIN to the pooled connection
+        self.closed.set()
+
+
+def test_a_pooled_connection_the_upstream_closed_is_never_reused() -> None:
+    """The liveness check: the upstream closes the idle connection and the event loop
+    has not run since (no callback told the pool), yet the pool does not hand it out:
+    its socket is readable (the FIN). Writing a request to it would lose the request,
+    or make the upstream receive it just as it closes."""
+    upstream = _KeepAliveThenClose()
+
+    async def main() -> None:
+        pool, origin, data = pool_and_request(upstream.port)
+        connection = await pool.request(origin, data)
+        async for _ in connection:
+            pass
+        await connection.release(True)
+        assert pool._idle[origin] == [connection]  # pooled, alive
+        upstream.close_now.set()
+        assert upstream.closed.wait(5)
+        time.sleep(0.2)  # noqa: ASYNC251 - blocking on purpose: the loop must not run
+        assert not connection.closed  # no callback has run
+        assert pool._checkout(origin) is None  # yet the check sees the FIN
+        assert connection.closed
+        await pool.aclose()
+
+    asyncio.run(main())
+    assert upstream.requests == 1
+
+
+def test_an_idle_connection_past_the_keepalive_expiry_is_not_reused() -> None:
+    upstream = _KeepAliveThenClose()
+
+    async def main() -> None:
+        origin = Origin("http", "127.0.0.1", upstream.port)
+        data = request_head("POST", "/v1/chat/completions", origin.authority, [], 2) + b"{}"
+        pool = Pool(connect_timeout=5, keepalive_expiry=0.1, ssl_context=default_ssl_context)
+        connection = await pool.request(origin, data)
+        async for _ in connection:
+            pass
+        await connection.release(True)
+        await asyncio.sleep(0.3)
+        assert pool._checkout(origin) is None
+        await pool.aclose()
+
+    asyncio.run(main())
+    upstream.close_now.set()
+
+
+def test_the_default_keepalive_expiry_is_below_common_upstream_idle_timeouts() -> None:
+    """uvicorn closes idle connections after 5 s, nginx (keepalive_timeout) after 75 s,
+    many load balancers after 60 s: reusing a connection older than the shortest of
+    these races the upstream's close."""
+    assert Upstream("http://127.0.0.1:9/v1").keepalive_expiry < 5.0

@@ -141,6 +141,18 @@ def test_wrong_content_type_gets_415(
     assert sim.requests == []
 
 
+def test_a_missing_content_type_gets_415_and_no_upstream_call(
+    sim: Simulator, client: httpx.Client, relay: str
+) -> None:
+    """A cross-site ``fetch(..., {mode: "no-cors", body: blob})`` sends no Content-Type and
+    so needs no CORS preflight; treating it as JSON let any page start a paid generation."""
+    response = client.post(relay + "/ai/chat/completions", content=json.dumps(chat_body()))
+    assert "content-type" not in response.request.headers
+    error_of(response, 415, "unsupported_media_type")
+    assert "got none" in response.json()["error"]["message"]
+    assert sim.requests == []
+
+
 def test_json_content_type_variants_are_accepted(client: httpx.Client, relay: str) -> None:
     for content_type in ("application/json; charset=utf-8", "application/vnd.api+json"):
         out = fetch(

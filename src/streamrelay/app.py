@@ -221,7 +221,9 @@ class StreamRelay:
                     del self._streams[principal]
 
     async def _read_request(self, request: Request, receive: Receive) -> dict[str, Any]:
-        content_type = request.headers.get("content-type", "application/json")
+        # A missing type is refused too: a cross-site no-cors fetch sends none, and
+        # requiring JSON is what forces such a request through a CORS preflight.
+        content_type = request.headers.get("content-type", "")
         media = content_type.split(";", 1)[0].strip().lower()
         if media != "application/json" and not media.endswith("+json"):
             raise RequestRejected(

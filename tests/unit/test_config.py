@@ -233,3 +233,42 @@ async def test_the_three_entry_points_refuse_a_format_the_same_way(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Content-Length",
+        "transfer-encoding",
+        "Connection",
+        "keep-alive",
+        "TE",
+        "trailer",
+        "upgrade",
+        "host",
+        "expect",
+        "proxy-authorization",
+        "Proxy-Connection",
+    ],
+)
+def test_framing_and_hop_by_hop_headers_are_never_configurable(name: str) -> None:
+    """A pooled upstream connection is shared by many users: a configured framing header
+    would give requests conflicting framing on it (the shape of request smuggling)."""
+    with pytest.raises(ConfigurationError, match="hop-by-hop or framing"):
+        Upstream(URL, headers={name: "3"})
+    with pytest.raises(ConfigurationError, match="hop-by-hop or framing"):
+        Upstream(URL, forward_headers=[name])
+
+
+def test_forward_headers_as_a_string_is_refused() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"forward_headers must be a list.*\['x-request-id'\]"
+    ):
+        Upstream(URL, forward_headers="x-request-id")
+
+
+def test_ordinary_headers_are_accepted() -> None:
+    upstream = Upstream(
+        URL, headers={"OpenAI-Organization": "org-1"}, forward_headers=["X-Request-Id"]
+    )
+    assert upstream.forward_headers == {"x-request-id"}

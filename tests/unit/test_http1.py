@@ -539,10 +539,9 @@ def test_keep_alive(version: bytes, fields: bytes, keep_alive: bool) -> None:
 
 @pytest.mark.parametrize("version", [b"1.0", b"1.1"])
 def test_a_body_delimited_by_the_close_is_never_keep_alive(version: bytes) -> None:
-    for fields in (b"", b"transfer-encoding: gzip\r\n"):
-        data = b"HTTP/" + version + b" 200 OK\r\nconnection: keep-alive\r\n" + fields + b"\r\nhi"
-        response = parse([data], close=True)
-        assert (response.body, response.keep_alive) == (b"hi", False)
+    data = b"HTTP/" + version + b" 200 OK\r\nconnection: keep-alive\r\n\r\nhi"
+    response = parse([data], close=True)
+    assert (response.body, response.keep_alive) == (b"hi", False)
 
 
 def test_transfer_encoding_in_http_1_0_closes_the_connection() -> None:
@@ -637,8 +636,6 @@ def test_trailer_count_limit() -> None:
         b"chunked",
         b"Chunked",
         b"CHUNKED ",
-        b"gzip, chunked",  # the content coding is the caller's business
-        b"gzip,chunked",
         b"chunked, ",  # RFC 9110 5.6.1: empty list elements are ignored (regression)
         b", chunked ,,",
     ],
@@ -649,22 +646,28 @@ def test_chunked_is_the_last_transfer_coding(codings: bytes) -> None:
     assert (response.body, response.keep_alive) == (b"hi", True)
 
 
-def test_transfer_codings_in_several_fields() -> None:
-    data = (
-        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nx: y\r\ntransfer-encoding: chunked\r\n"
-        b"\r\n2\r\nhi\r\n0\r\n\r\n"
-    )
-    assert parse([data]).body == b"hi"
-
-
 @pytest.mark.parametrize(
-    "codings", [b"gzip", b"chunked, gzip", b"identity", b"", b"chunked\r\ntransfer-encoding: br"]
+    "codings",
+    [
+        b"gzip, chunked",
+        b"gzip,chunked",
+        b"gzip",
+        b"chunked, gzip",
+        b"identity",
+        b"br",
+        b"",
+        b"chunked, chunked",
+        b"chunked\r\ntransfer-encoding: br",
+        b"gzip\r\nx: y\r\ntransfer-encoding: chunked",
+    ],
 )
-def test_a_coding_other_than_chunked_last_is_delimited_by_the_close(codings: bytes) -> None:
+def test_a_transfer_coding_other_than_chunked_alone_is_refused(codings: bytes) -> None:
+    """Reading ``gzip, chunked`` as plain chunked would relay compressed bytes as text;
+    a coding the parser does not decode is a protocol error (the relay asks for
+    ``accept-encoding: identity``, so a conforming upstream never sends one)."""
     wire = b"2\r\nhi\r\n0\r\n\r\n"
     data = b"HTTP/1.1 200 OK\r\ntransfer-encoding: " + codings + b"\r\n\r\n" + wire
-    response = parse([data], close=True)
-    assert (response.body, response.keep_alive) == (wire, False)
+    assert outcome([data]) is ProtocolError
 
 
 @pytest.mark.parametrize(
@@ -1032,7 +1035,7 @@ _lf_masks = st.sampled_from([0, 0, -1]) | st.integers(0, 2**16 - 1)
 _extensions = st.none() | st.tuples(
     st.sampled_from(["", " ", "\t "]), st.text(_VCHARS, max_size=20)
 )
-_transfer_encodings = st.sampled_from(["chunked", "Chunked", " gzip, chunked", "chunked, "])
+_transfer_encodings = st.sampled_from(["chunked", "Chunked", " chunked ", "chunked, "])
 _statuses = st.sampled_from([200, 201, 204, 206, 304, 400, 404, 407, 429, 500, 503])
 _junk = st.sampled_from([b"\r", b"\n", b"\r\n", b" ", b"\x00", b"0", b"f", b";", b":"])
 
@@ -1094,8 +1097,6 @@ def responses(draw: st.DrawFn) -> Case:
     elif framing == "length":
         width = draw(st.integers(1, 4))
         extra += [("Content-Length", f"{len(body):0{width}d}")] * draw(st.integers(1, 2))
-    elif draw(st.booleans()):
-        extra.append(("transfer-encoding", "gzip"))  # not chunked: delimited by the close
     connection = draw(st.lists(st.sampled_from(sorted(_CONNECTION)), max_size=2))
     extra += [("Connection", value) for value in connection]
     for field in extra:

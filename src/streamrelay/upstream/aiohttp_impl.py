@@ -11,9 +11,9 @@ import asyncio
 import ssl
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, UpstreamUnavailable
 from ..sources import Source, from_aiohttp
-from .failures import connect_timeout, dns_error, refusal, unreachable
+from .failures import connect_timeout, dns_error, host, refusal, unreachable
 
 if TYPE_CHECKING:
     import aiohttp
@@ -80,15 +80,15 @@ async def open_aiohttp(
         )
 
     try:
-        try:
-            response = await post()
-        except aiohttp.ClientConnectorError:
-            raise  # no connection at all: nothing to retry
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-            # A pooled keep-alive connection the upstream closed as we reused it
-            # (servers close idle ones: uvicorn after 5 s). Nothing was answered,
-            # so one retry on a new connection is safe.
-            response = await post()
+        # Never retried: aiohttp itself resends only idempotent requests, and a POST
+        # the upstream may have received is a paid generation (RFC 9112 §9.3.1).
+        response = await post()
+    except aiohttp.ServerDisconnectedError as exc:
+        raise UpstreamUnavailable(
+            f"the upstream at {host(url)!r} closed the connection before answering; the "
+            "request was not sent again, as the upstream may have received it",
+            code="upstream_connection_lost",
+        ) from exc
     except aiohttp.ClientConnectorDNSError as exc:
         raise dns_error(url) from exc
     except aiohttp.ClientConnectorError as exc:

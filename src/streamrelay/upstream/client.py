@@ -49,6 +49,22 @@ DEFAULT_UPSTREAM = "https://api.openai.com/v1"
 Transport = Literal["auto", "native", "aiohttp", "httpx"]
 _TRANSPORTS = ("auto", "native", "aiohttp", "httpx")
 _NEVER_FORWARDED = frozenset({"authorization", "cookie", "host"})
+_FRAMING = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+        "expect",
+    }
+)
+"""Hop-by-hop and framing headers: the transport writes these itself. A configured or
+forwarded one would give a request conflicting framing on a connection the pool
+shares between users, the shape of request smuggling."""
 
 
 def resolve_upstream(upstream: str | None) -> str:
@@ -129,6 +145,14 @@ class Upstream:
                 f"keepalive_expiry must be a number of seconds (0 disables reuse), "
                 f"got {keepalive_expiry!r}"
             )
+        if isinstance(forward_headers, (str, bytes)):
+            raise ConfigurationError(
+                f"forward_headers must be a list of header names, not a string: "
+                f"use [{forward_headers!r}]"
+            )
+        forward_headers = list(forward_headers)
+        _refuse_framing("forward_headers", forward_headers)
+        _refuse_framing("headers", list(headers or {}))
         self.base_url = resolve_upstream(url)
         # Azure puts ?api-version= in the base URL: paths go before the query.
         prefix, sep, query = self.base_url.partition("?")
@@ -365,6 +389,15 @@ class UpstreamRequest:
     async def open(self) -> Source:
         """Send the request; the streaming response (see :meth:`Upstream.open`)."""
         return await self.upstream.open(self.path, self.body, self.headers)
+
+
+def _refuse_framing(option: str, names: Iterable[str]) -> None:
+    bad = sorted({n for n in names if n.lower() in _FRAMING or n.lower().startswith("proxy-")})
+    if bad:
+        raise ConfigurationError(
+            f"{option} may not name hop-by-hop or framing headers ({', '.join(bad)}): "
+            "the transport sets those itself"
+        )
 
 
 async def _close_at_loop_shutdown(

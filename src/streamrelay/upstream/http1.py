@@ -240,10 +240,15 @@ class ResponseParser:
         if codings:
             if lengths:  # RFC 9112 6.3: a message smuggling attempt or a broken server
                 raise ProtocolError("the upstream sent both Transfer-Encoding and Content-Length")
-            if [coding for coding in codings if coding][-1:] == ["chunked"]:  # "chunked, " too
-                self._state, self._chunk = _CHUNKED, _SIZE
-            else:
-                self._state, self.keep_alive = _UNTIL_CLOSE, False
+            named = [coding for coding in codings if coding]  # "chunked, " is chunked
+            if named != ["chunked"]:
+                # gzip, br, ... are never asked for (accept-encoding: identity) and never
+                # decoded here: relaying them as text would corrupt the stream.
+                raise ProtocolError(
+                    "the upstream used a transfer coding streamrelay does not decode "
+                    f"({', '.join(named) or 'an empty Transfer-Encoding'}); only chunked is"
+                )
+            self._state, self._chunk = _CHUNKED, _SIZE
         elif lengths:
             # (at most 19 digits: int() raises ValueError past 4300)
             if len(lengths) > 1 or not all(

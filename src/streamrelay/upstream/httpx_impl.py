@@ -12,8 +12,9 @@ import ssl
 
 import httpx
 
+from ..errors import UpstreamUnavailable
 from ..sources import Source, from_httpx
-from .failures import connect_timeout, dns_error, refusal, unreachable
+from .failures import connect_timeout, dns_error, host, refusal, unreachable
 
 __all__ = ["new_client", "open_httpx"]
 
@@ -46,6 +47,18 @@ async def open_httpx(
         if isinstance(exc.__context__, socket.gaierror) or "name" in str(exc).lower():
             raise dns_error(url) from exc
         raise unreachable(url, exc) from exc
+    except httpx.RemoteProtocolError as exc:
+        if "disconnected" not in str(exc).lower():
+            raise UpstreamUnavailable(
+                f"the upstream at {host(url)!r} answered with invalid HTTP: {exc}",
+                code="upstream_invalid_response",
+            ) from exc
+        # httpcore resends nothing the upstream may have received either.
+        raise UpstreamUnavailable(
+            f"the upstream at {host(url)!r} closed the connection before answering; the "
+            "request was not sent again, as the upstream may have received it",
+            code="upstream_connection_lost",
+        ) from exc
     except httpx.HTTPError as exc:
         raise unreachable(url, exc) from exc
     refused = refusal(response.status_code, response.headers.get("content-type", ""))

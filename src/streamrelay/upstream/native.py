@@ -12,8 +12,9 @@ What it does:
 * keep-alive: a connection goes back to the pool only when its response was
   read to the end (a stream released after ``[DONE]`` is drained first, briefly);
   one whose peer closed is dropped at once (``connection_lost``);
-* a request that finds a pooled connection closed under it is retried once on a
-  new connection, as nothing was answered (servers close idle connections);
+* a request is never sent twice (a POST is a paid generation; RFC 9112 §9.3.1):
+  stale connections are avoided instead, by a keep-alive expiry below the usual
+  upstream idle timeouts and a liveness check before reuse;
 * TLS with the system's certificates plus certifi's, or your ``ssl.SSLContext``;
 * proxies: plain-http requests in absolute form, https through ``CONNECT``;
 * backpressure: reading pauses while 64 KiB of body wait for the reader;
@@ -24,6 +25,7 @@ What it does:
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -40,6 +42,7 @@ __all__ = [
     "Origin",
     "Pool",
     "ProxyRefused",
+    "ReusedConnectionLost",
     "default_ssl_context",
     "open_native",
 ]
@@ -78,12 +81,37 @@ class ConnectTimeout(TimeoutError):
     """Connecting (DNS, TCP, proxy tunnel, TLS) took longer than the connect timeout."""
 
 
+class ReusedConnectionLost(ConnectionResetError):
+    """A pooled connection closed before answering a request written to it.
+
+    The request is not sent again: the upstream may have received it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the upstream closed a reused keep-alive connection before answering; the "
+            "request was not sent again, as the upstream may have received it"
+        )
+
+
 class ProxyRefused(OSError):
     """The proxy answered ``CONNECT`` with something other than 2xx."""
 
     def __init__(self, status: int) -> None:
         super().__init__(f"the proxy refused the tunnel with status {status}")
         self.status = status
+
+
+def _readable(transport: asyncio.Transport) -> bool:
+    """Whether an idle connection's socket has something to read (an EOF, most likely)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:  # pragma: no cover - every socket transport has one
+        return False
+    try:
+        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+    except (OSError, ValueError):  # closed under us
+        return True
+    return bool(readable)
 
 
 def default_ssl_context() -> ssl.SSLContext:
@@ -224,7 +252,8 @@ class Connection(asyncio.Protocol):
 
     @property
     def stale(self) -> bool:
-        """A reused connection that failed before any byte of the answer: safe to retry."""
+        """A reused connection that failed before any byte of the answer (never retried:
+        see :meth:`Pool.request`)."""
         return self.reused and not self._received
 
     def __aiter__(self) -> Connection:
@@ -329,24 +358,29 @@ class Pool:
 
     async def request(self, origin: Origin, data: bytes) -> Connection:
         """Send one request (head and body in ``data``) to ``origin``; return its
-        connection once the response head is in (``connection.parser``)."""
-        for attempt in range(2):
-            connection = self._checkout(origin) if attempt == 0 else None
-            if connection is None:
-                connection = await self._connect(origin)
-            try:
-                connection.send(data, ResponseParser())
-                await connection.head()
-            except Exception:
-                connection.close()
-                if connection.stale and attempt == 0:
-                    continue  # closed by the server while we reused it: try a new one
-                raise
-            except BaseException:  # cancelled: the upstream may be generating already
-                connection.close()
-                raise
-            return connection
-        raise AssertionError("unreachable")  # pragma: no cover
+        connection once the response head is in (``connection.parser``).
+
+        Never sent twice: once the bytes are written the upstream may have received
+        them, and a POST to an LLM is a paid generation (RFC 9112 §9.3.1: a client
+        must not retry a non-idempotent request on its own). A reused connection
+        that fails before answering raises :class:`ReusedConnectionLost`; stale
+        connections are avoided instead (:meth:`_checkout`).
+        """
+        connection = self._checkout(origin)
+        if connection is None:
+            connection = await self._connect(origin)
+        try:
+            connection.send(data, ResponseParser())
+            await connection.head()
+        except Exception as exc:
+            connection.close()
+            if connection.stale:
+                raise ReusedConnectionLost() from exc
+            raise
+        except BaseException:  # cancelled: the upstream may be generating already
+            connection.close()
+            raise
+        return connection
 
     def put(self, connection: Connection) -> None:
         """Pool a connection whose response was read to the end."""
@@ -377,6 +411,13 @@ class Pool:
         self._idle.clear()
 
     def _checkout(self, origin: Origin) -> Connection | None:
+        """An idle connection to ``origin`` that is still alive, if there is one.
+
+        Alive means: not closed, younger than ``keepalive_expiry`` (kept below the
+        upstream's own idle timeout, so the upstream does not close it as we send),
+        and with nothing to read: an idle socket that is readable holds an EOF or
+        bytes nobody asked for, which the event loop may not have delivered yet.
+        """
         idle = self._idle.get(origin)
         if not idle:
             return None
@@ -389,6 +430,7 @@ class Pool:
                 or transport is None
                 or transport.is_closing()
                 or now - connection.idle_since > self._keepalive_expiry
+                or _readable(transport)
             ):
                 connection.close()
                 continue
@@ -490,6 +532,10 @@ async def open_native(
             f"the TLS handshake with the upstream at {host(url)!r} failed: "
             f"{getattr(exc, 'reason', None) or type(exc).__name__}",
             code="upstream_tls_error",
+        ) from exc
+    except ReusedConnectionLost as exc:
+        raise UpstreamUnavailable(
+            f"the upstream at {host(url)!r} {exc}", code="upstream_connection_lost"
         ) from exc
     except ProxyRefused as exc:
         raise UpstreamUnavailable(
