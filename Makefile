@@ -4,14 +4,26 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test test-fast test-real lint bench bench-quick setup system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# (the distribution was once named streamrelay: an old editable install would register
+	# the pytest plugin twice)
+	$(BIN)/python -m pip uninstall -q -y streamrelay 2>/dev/null || true
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# The demo needs only the package itself (Starlette, httpx, anyio, uvicorn): a fresh
+# machine runs it in seconds, without the test and lint tools.
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip uninstall -q -y streamrelay 2>/dev/null || true
+	$(BIN)/python -m pip install -q -e .
+	touch $(DEMO_STAMP)
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,bench]'
@@ -20,7 +32,7 @@ $(BENCH_STAMP): $(STAMP)
 setup: $(STAMP)
 
 ## Run the demo: the relay at http://127.0.0.1:8000/v1 on the embedded simulator (no key, no network).
-demo: setup
+demo: $(DEMO_STAMP)
 	$(BIN)/streamrelay demo
 
 ## Install the real components the tests drive (nginx, chromium) where we may.

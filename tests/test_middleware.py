@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from streamrelay import StreamRelayMiddleware, StreamSettings
+from streamrelay import ConfigurationError, StreamRelayMiddleware, StreamSettings
 from streamrelay.testing import ServerThread, Simulator
 from wire import FORMATS, RawHTTP, chat_body, check_wire, fetch
 
@@ -75,6 +75,7 @@ def host_app(upstream: str, *, gzip: bool = False) -> Starlette:
     routes = [
         Route("/chat", chat, methods=["POST"]),
         Route("/chat/json", chat_json, methods=["POST"]),
+        Route("/chatroom", chat_json, methods=["POST"]),
         Route("/other/chat", chat, methods=["POST"]),
         Route("/other/stream", other_stream),
         Route("/other/octets", other_unknown),
@@ -261,3 +262,21 @@ def test_disconnect_cancels_the_hosts_upstream(
         conn.close()
     assert sim.stats.wait(timeout=10, cancelled=1)
     sim.stats.wait_idle(timeout=10)
+
+
+def test_paths_match_whole_segments(sim: Simulator, client: httpx.Client, host: str) -> None:
+    """``paths=["/chat"]`` covers ``/chat`` and what lies below it, never ``/chatroom``:
+    that route is the host's alone, whatever ``?format=`` it gets."""
+    room = client.post(host + "/chatroom?format=csv", json={})
+    assert (room.status_code, room.json()) == (200, {"hello": "json"})
+    chat = client.post(host + "/chat?format=csv", json=chat_body())
+    assert chat.status_code == 406  # refused before the host starts a paid generation
+    below = client.post(host + "/chat/json?format=csv", json={})
+    assert below.status_code == 406
+    assert sim.requests == []
+
+
+@pytest.mark.parametrize("bad", [["chat"], [""], [3]])
+def test_paths_must_be_absolute(bad: list[object]) -> None:
+    with pytest.raises(ConfigurationError, match="must start with '/'"):
+        StreamRelayMiddleware(Starlette(), paths=bad)  # type: ignore[arg-type]

@@ -18,12 +18,15 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from streamrelay import ConfigurationError, StreamRelay, StreamSettings, Upstream
+from streamrelay import ConfigurationError, StreamRelay, StreamSettings, Upstream, relay_response
 from streamrelay.testing import ServerThread, Simulator
 from streamrelay.upstream.http1 import request_head
 from streamrelay.upstream.native import Origin, Pool, default_ssl_context
@@ -609,3 +612,86 @@ def test_the_default_keepalive_expiry_is_below_common_upstream_idle_timeouts() -
     many load balancers after 60 s: reusing a connection older than the shortest of
     these races the upstream's close."""
     assert Upstream("http://127.0.0.1:9/v1").keepalive_expiry < 5.0
+
+
+# A forwarded header that cannot be written: the client's mistake, not the upstream's ---------
+
+
+@pytest.fixture(scope="module")
+def forwarding_relay(upstream: str) -> Iterator[str]:
+    """Relays forwarding ``x-trace-id`` on each transport, served by uvicorn's h11
+    protocol: h11 accepts a control character such as ``\\x01`` in a header value
+    (httptools refuses every one), so such a value reaches the relay."""
+    relays = {
+        f"/{transport}": quiet_relay(upstream, transport=transport, forward_headers=["x-trace-id"])
+        for transport in ("native", "aiohttp", "httpx")
+    }
+
+    async def handler(request: Request) -> Response:
+        """An application building the forwarded headers itself (here, one that is not
+        latin-1), through ``Upstream.request`` and ``relay_response``."""
+        upstream = relays["/native"].upstream
+        call = upstream.request(
+            "/chat/completions", chat_body(), headers=[("x-trace-id", "caf\u20ac")]
+        )
+        return relay_response(call, request)
+
+    routes = [Route("/handler", handler, methods=["POST"]), *mounts(relays)]
+    with ServerThread(relay_host(routes, list(relays.values())), http="h11") as server:
+        yield server.url
+
+
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
+def test_a_control_character_in_a_forwarded_header_is_the_clients_400(
+    client: httpx.Client, forwarding_relay: str, sim: Simulator, transport: str
+) -> None:
+    """Before: the native transport called it "the upstream answered with invalid HTTP"
+    (a 502 blaming the upstream); aiohttp and httpx sent it on. Now every transport
+    refuses it before sending anything, naming the header and never its value."""
+    out = fetch(
+        client,
+        f"{forwarding_relay}/{transport}/chat/completions",
+        chat_body(),
+        fmt="ndjson",
+        headers={"x-trace-id": "secret-1\x01"},
+    )
+    assert out.status == 400, out.raw
+    error = json.loads(out.raw)["error"]
+    assert (error["code"], error["type"]) == ("invalid_header", "invalid_request_error")
+    assert "'x-trace-id'" in error["message"] and "control character" in error["message"]
+    assert "secret-1" not in error["message"]
+    assert sim.requests == []  # nothing went upstream
+
+
+def test_a_forwarded_header_value_beyond_latin_1_from_the_application_is_a_400(
+    client: httpx.Client, forwarding_relay: str, sim: Simulator
+) -> None:
+    out = fetch(client, forwarding_relay + "/handler", chat_body(), fmt="ndjson")
+    assert out.status == 400, out.raw
+    error = json.loads(out.raw)["error"]
+    assert error["code"] == "invalid_header" and "outside latin-1" in error["message"]
+    assert sim.requests == []
+
+
+@pytest.mark.parametrize("transport", ["native", "httpx"])
+def test_obs_text_in_a_forwarded_header_is_forwarded_byte_for_byte(
+    client: httpx.Client, forwarding_relay: str, sim: Simulator, transport: str
+) -> None:
+    """Bytes 0x80-0xff are valid (obs-text, RFC 9110 5.5), e.g. UTF-8 text, and go
+    upstream unchanged (httpx, which encodes str values as ASCII, crashed on them)."""
+    value = "café ☕".encode()  # UTF-8 bytes, as a client sends them
+    out = fetch(
+        client,
+        f"{forwarding_relay}/{transport}/chat/completions",
+        chat_body(),
+        fmt="ndjson",
+        headers=cast(Any, {"x-trace-id": value}),
+    )
+    assert (out.status, out.terminal) == (200, "done"), out.raw
+    assert sim.requests[-1].headers["x-trace-id"].encode("latin-1") == value
+
+
+def test_an_invalid_forward_headers_name_is_a_configuration_error() -> None:
+    for name in ("x trace", "x-trace:", "x\r\ny", ""):
+        with pytest.raises(ConfigurationError, match="forward_headers: invalid header name"):
+            Upstream("http://127.0.0.1:9/v1", api_key=RELAY_KEY, forward_headers=[name])

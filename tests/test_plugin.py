@@ -204,7 +204,7 @@ def _index_reachable() -> bool:
 
 @pytest.mark.real
 def test_plugin_works_from_a_fresh_virtualenv(tmp_path: Path) -> None:
-    """``pip install streamrelay`` into a new venv; its pytest then has the fixtures."""
+    """``pip install streamrelay-asgi`` (from this checkout) into a new venv; its pytest then has the fixtures."""
     assert not tmp_path.resolve().is_relative_to(ROOT)
     started = time.monotonic()
     env = {

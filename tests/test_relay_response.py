@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -118,6 +120,22 @@ def host_app(upstream: str) -> FastAPI:
                 raise RuntimeError("the model fell over")
 
         return relay_response(pieces(), request)
+
+    @app.post("/unstreamed")
+    async def unstreamed(request: Request) -> Response:
+        """A common mistake: the upstream call made without stream=True."""
+        body = await request.json()
+        response = await http.post(upstream + "/chat/completions", json=body)
+        return relay_response(response, request)
+
+    @app.post("/json-answer")
+    async def json_answer(request: Request) -> Response:
+        """The upstream answered JSON (the request forgot "stream": true)."""
+        body = await request.json()
+        req = http.build_request(
+            "POST", upstream + "/chat/completions", json={**body, "stream": False}
+        )
+        return relay_response(await http.send(req, stream=True), request)
 
     @app.post("/empty")
     async def from_empty(request: Request) -> Response:
@@ -259,3 +277,46 @@ def test_disconnect_cancels_the_source(
         assert conn.read_chunk()
     assert sim.stats.wait(timeout=10, cancelled=1)
     sim.stats.wait_idle(timeout=10)
+
+
+@pytest.mark.parametrize("route", ["/unstreamed", "/json-answer"])
+def test_an_answer_that_is_not_a_stream_ends_like_on_the_mount(
+    client: httpx.Client, host: str, route: str
+) -> None:
+    """An httpx response read whole (no stream=True) or a JSON answer: 502
+    ``upstream_not_streaming``, as the mount answers, not a broken stream."""
+    response = client.post(host + route + "?format=ndjson", json=chat_body(tokens=3))
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "upstream_not_streaming"
+
+
+def test_an_exception_in_the_callers_generator_is_logged_with_its_traceback(
+    client: httpx.Client, host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = fetch(client, host + "/text?fail=1", fmt="ndjson")
+    assert out.terminal == "error"
+    raised = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], RuntimeError)]
+    assert raised and raised[0].levelname == "ERROR"
+    assert "the model fell over" in str(raised[0].exc_info[1])  # type: ignore[index]
+
+
+def test_a_cut_text_stream_is_not_logged_as_a_crash_by_the_server(
+    client: httpx.Client, host: str
+) -> None:
+    """``StreamAborted`` is how a failed ``text`` stream is cut: the stream's end line
+    says so; the server must not add "Exception in ASGI application" and a traceback."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    server_log = logging.getLogger("uvicorn.error")
+    server_log.addHandler(handler)
+    try:
+        with (
+            client.stream("POST", host + "/text?fail=1&format=text", json={}) as response,
+            pytest.raises(httpx.RemoteProtocolError),
+        ):
+            response.read()  # cut: no terminating chunk
+        time.sleep(0.2)
+    finally:
+        server_log.removeHandler(handler)
+    assert not [r for r in records if r.exc_info], [r.getMessage() for r in records]

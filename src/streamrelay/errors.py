@@ -6,7 +6,9 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "EventTooLarge",
+    "LocalProtocolError",
     "ProtocolError",
+    "RemoteProtocolError",
     "RequestRejected",
     "StreamRelayError",
     "UnsupportedFormat",
@@ -24,13 +26,35 @@ class ConfigurationError(StreamRelayError, ValueError):
 
 
 class ProtocolError(StreamRelayError):
-    """Upstream sent bytes that are not a valid OpenAI-compatible event stream.
+    """Bytes that break a protocol: most often, upstream sent bytes that are not a
+    valid OpenAI-compatible event stream.
 
     Raised by the sans-I/O decoders; the relay turns it into a terminal ``error``
-    event with code ``upstream_invalid``.
+    event with code ``upstream_invalid``. The HTTP/1.1 codec of the native
+    transport raises one of its two subclasses, which say whose mistake it is (as
+    h11's do): :class:`RemoteProtocolError` (the upstream's) or
+    :class:`LocalProtocolError` (ours).
     """
 
     code = "upstream_invalid"
+
+
+class RemoteProtocolError(ProtocolError):
+    """The upstream (or a proxy on the way) sent invalid HTTP/1.1: a malformed head,
+    conflicting or unknown framing. Before the stream the relay answers 502
+    ``upstream_invalid_response``; mid-stream (invalid chunk framing) the stream ends
+    with an ``upstream_closed`` error."""
+
+
+class LocalProtocolError(ProtocolError):
+    """A request this side was about to send is not valid HTTP/1.1: an invalid header
+    name, a header value with a control character (a line break, a NUL) or a character
+    outside latin-1, an invalid request target. Nothing was sent, and the upstream is
+    not to blame: a configured header is refused when the
+    :class:`~streamrelay.upstream.Upstream` is built, and a forwarded client header
+    gets the client a 400 ``invalid_header``."""
+
+    code = "invalid_request"
 
 
 class EventTooLarge(ProtocolError):

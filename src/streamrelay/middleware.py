@@ -39,7 +39,8 @@ class StreamRelayMiddleware:
     * Every streaming response of the host app gets ``Cache-Control: no-cache,
       no-transform`` and ``X-Accel-Buffering: no``, loses any ``Connection``
       header, and is exempted from compression.
-    * On requests whose path starts with one of ``paths``, a ``200
+    * On requests whose path is one of ``paths`` or lies below one (whole
+      segments: ``/chat`` covers ``/chat/stream``, not ``/chatroom``), a ``200
       text/event-stream`` response from the host (OpenAI SSE, e.g. proxied with
       httpx) is re-framed into the format the client negotiated, with the same
       pipeline and settings as :class:`~streamrelay.StreamRelay`.
@@ -50,7 +51,10 @@ class StreamRelayMiddleware:
 
     Args:
         app: the host ASGI app.
-        paths: path prefixes of the host's streaming routes to re-frame.
+        paths: the host's streaming routes to re-frame, or prefixes of them (whole
+            path segments). Name the streaming routes themselves: a request under
+            these paths that asks for an unknown ``?format=`` is refused (406)
+            before the host runs, since the stream it would start could not be framed.
         default_format: the format for clients that ask for none.
         stream: the :class:`~streamrelay.StreamSettings`; ``first_byte_timeout``
             bounds the wait for the host's response to start.
@@ -69,7 +73,11 @@ class StreamRelayMiddleware:
         if isinstance(paths, str):
             raise ConfigurationError("paths must be a list of path prefixes, not a string")
         self.app = app
-        self.paths = tuple(paths)
+        for path in paths:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigurationError(f"each path must start with '/', got {path!r}")
+        # Whole path segments: "/chat" covers "/chat" and "/chat/...", not "/chatroom".
+        self.paths = tuple(path.rstrip("/") or "/" for path in paths)
         self.default_format = check_format_name(default_format)
         self.settings = settings_or_default(stream, StreamSettings, "stream")
         self.on_stream_end = on_stream_end
@@ -78,7 +86,7 @@ class StreamRelayMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not self.paths or not scope["path"].startswith(self.paths):
+        if not self._covers(scope["path"]):
             await self.app(scope, receive, _AntiBuffering(send))
             return
         try:
@@ -87,6 +95,13 @@ class StreamRelayMiddleware:
             await _http.send_rejection(send, exc)
             return
         await _Reframe(self, scope, receive, send, fmt).run()
+
+    def _covers(self, path: str) -> bool:
+        """Whether ``path`` is one of ``paths`` or lies below one (whole segments)."""
+        for prefix in self.paths:
+            if path == prefix or path.startswith(prefix + "/") or prefix == "/":
+                return True
+        return False
 
 
 class _Reframe:

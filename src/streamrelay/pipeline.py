@@ -63,7 +63,13 @@ from starlette.types import Send
 
 from . import _http
 from .config import StreamSettings
-from .errors import StreamRelayError, UpstreamStatusError, UpstreamUnavailable
+from .errors import (
+    ProtocolError,
+    RequestRejected,
+    StreamRelayError,
+    UpstreamStatusError,
+    UpstreamUnavailable,
+)
 from .events import Error
 from .formats import encoder_for
 from .outcome import Ending, Outcome, StreamObserver
@@ -114,13 +120,14 @@ async def run_stream(
 ) -> Outcome | None:
     """Relay one stream to ``send`` until it ends, fails or the client leaves.
 
-    ``open_source`` may raise :class:`~streamrelay.errors.UpstreamStatusError` or
-    :class:`~streamrelay.errors.UpstreamUnavailable`; those become proper HTTP
+    ``open_source`` may raise :class:`~streamrelay.errors.UpstreamStatusError`,
+    :class:`~streamrelay.errors.UpstreamUnavailable` or
+    :class:`~streamrelay.errors.RequestRejected`; those become proper HTTP
     responses since nothing has been sent yet. ``wait_disconnect`` returns when
     the client has gone. The response head carries ``headers`` and the source's
     own :attr:`~streamrelay.sources.Source.headers`. ``observer`` gets the
     :class:`~streamrelay.outcome.Outcome`, which is also returned (``None`` when
-    ``open_source`` raised :class:`Declined`).
+    ``open_source`` raised :class:`Declined` or a refusal).
 
     Raises :class:`StreamAborted` when the response must be cut rather than ended
     (see there), and re-raises what the source raised unexpectedly.
@@ -271,14 +278,21 @@ class _Stream:
 
     async def open(self, open_source: Callable[[], Awaitable[Source]]) -> Source | None:
         """The opened source, or ``None`` once an HTTP error response has been sent."""
-        failure: UpstreamStatusError | UpstreamUnavailable | None = None
+        failure: UpstreamStatusError | UpstreamUnavailable | RequestRejected | None = None
         with anyio.move_on_after(_or_inf(self.settings.first_byte_timeout)):
             try:
                 return await open_source()
-            except (UpstreamStatusError, UpstreamUnavailable) as exc:
+            except (UpstreamStatusError, UpstreamUnavailable, RequestRejected) as exc:
                 failure = exc
         # Answered outside the timeout's scope: a timeout firing mid-answer would
         # leave a half-sent response to start again.
+        if isinstance(failure, RequestRejected):
+            # Refused before anything went upstream (Upstream.open: a forwarded header
+            # that cannot be written), answered as the mount answers any refusal; like
+            # those, not a stream: no outcome.
+            self.status = failure.status_code
+            await _http.send_rejection(self.send, failure)
+            raise Declined
         if isinstance(failure, UpstreamStatusError):
             self.end(Ending.UPSTREAM_STATUS, f"upstream_status_{failure.status_code}")
             self.status = failure.status_code
@@ -322,8 +336,11 @@ class _Stream:
                     await self.write(out)
                 if t.terminated:
                     return
-        except Exception as exc:  # the upstream connection broke (send errors cancel, not raise)
-            logger.info("upstream stream broke: %s", type(exc).__name__)
+        except Exception as exc:  # the source broke (send errors cancel, not raise)
+            if _is_connection_error(exc):
+                logger.warning("the upstream connection broke mid-stream: %r", exc)
+            else:  # a bug in the caller's own generator: its traceback is what helps
+                logger.error("the stream's source raised mid-stream", exc_info=exc)
             out = t.fail(Error("the upstream connection closed mid-stream", "upstream_closed"))
         else:
             out = t.end()
@@ -516,6 +533,32 @@ async def _observe(observer: StreamObserver, outcome: Outcome) -> None:
                 await result
     except Exception:
         logger.exception("the on_stream_end observer failed")
+
+
+_NETWORK_MODULES = ("httpx", "httpcore", "aiohttp", "anyio", "h11", "ssl")
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    """Whether a source failed because its connection did (not because of a bug)."""
+    return isinstance(exc, (OSError, EOFError, ProtocolError)) or (
+        type(exc).__module__.partition(".")[0] in _NETWORK_MODULES
+    )
+
+
+class _QuietAbort(logging.Filter):
+    """Drops the server's "Exception in ASGI application" record for a :class:`StreamAborted`.
+
+    Raising is the only way ASGI has to cut a response; it is how the relay ends a
+    ``text`` stream that failed, a deliberate act already logged by the stream's end
+    line, not a crash worth a traceback in the server's log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StreamAborted))
+
+
+for _server_logger in ("uvicorn.error", "hypercorn.error", "granian", "_granian", "daphne"):
+    logging.getLogger(_server_logger).addFilter(_QuietAbort())
 
 
 def _or_inf(value: float | None) -> float:

@@ -15,7 +15,7 @@ from .errors import RequestRejected
 from .formats import FORMATS
 from .outcome import StreamObserver
 from .pipeline import run_stream
-from .sources import open_source
+from .sources import check_source, open_source
 
 __all__ = ["RejectionResponse", "RelayResponse", "relay_response"]
 
@@ -114,9 +114,13 @@ def relay_response(
         on_stream_end: called with the stream's :class:`~streamrelay.Outcome`.
 
     Raises:
+        TypeError: ``source`` is nothing the relay can stream (a list, a string, a
+            synchronous generator, a finished completion, an un-awaited coroutine...),
+            with a hint, when called rather than when the response runs.
         ConfigurationError: ``format``, ``default_format`` or ``stream`` is invalid
             (whatever the request asks for).
     """
+    check_source(source)
     check_format_name(default_format)
     if format is not None:
         check_format_name(format, "format")

@@ -12,17 +12,27 @@ A source is an async iterator of items of one kind plus a way to close it:
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Literal
 
 import httpx
 
 from . import _json
-from .errors import UpstreamStatusError
+from .errors import UpstreamStatusError, UpstreamUnavailable
+from .upstream.failures import refusal
 
 __all__ = [
     "PASSTHROUGH_HEADERS",
     "Source",
+    "check_source",
     "from_aiohttp",
     "from_httpx",
     "open_source",
@@ -100,8 +110,72 @@ async def open_source(obj: object, *, want_raw: bool = False) -> Source:
     )
 
 
+def check_source(obj: object) -> None:
+    """Refuse at once, with a hint, what :func:`open_source` could never relay, so that a
+    mistake in a handler is a ``TypeError`` where it is made, not a broken stream later."""
+    if inspect.iscoroutine(obj):
+        obj.close()  # it will never run: no "never awaited" warning on top
+        raise TypeError(
+            "relay_response() got a coroutine: forgot `await`? For example "
+            "relay_response(await client.chat.completions.create(..., stream=True), request)"
+        )
+    module = type(obj).__module__
+    if module.startswith("openai"):
+        if type(obj).__name__ == "Stream":
+            raise TypeError(
+                "relay_response() got the openai SDK's synchronous Stream: use AsyncOpenAI, "
+                "whose AsyncStream the relay reads without blocking the event loop"
+            )
+        if hasattr(obj, "choices") or hasattr(obj, "output"):
+            raise TypeError(
+                f"relay_response() got a finished {type(obj).__name__}, not a stream: open "
+                "it with stream=True"
+            )
+    from .upstream.client import UpstreamRequest  # here: upstream imports this module
+
+    if (
+        isinstance(obj, (Source, httpx.Response, UpstreamRequest, AsyncIterable))
+        or _is_aiohttp_response(obj)
+        or _is_openai_stream(obj)
+    ):
+        return
+    hint = "pass an async iterable"
+    if obj is None:
+        hint = "the source is None: did the call that should return the stream return nothing?"
+    elif isinstance(obj, (str, bytes, bytearray)):
+        hint = "wrap the text in an async generator (async def pieces(): yield text)"
+    elif isinstance(obj, Iterable):
+        hint = (
+            "it is a synchronous iterable: make it an async generator (async def ... yield), "
+            "so the relay never blocks the event loop"
+        )
+    raise TypeError(
+        f"relay_response() cannot relay a {type(obj).__name__}: {hint}. It takes an "
+        "httpx.Response opened with stream=True, the openai SDK's AsyncStream, an "
+        "Upstream.request(...), or an async iterable of bytes (OpenAI SSE), str (text) "
+        "or chunk dicts"
+    )
+
+
 async def from_httpx(response: httpx.Response) -> Source:
     """Adapt an ``httpx.Response`` opened for streaming; used by the ``httpx`` transport too."""
+    if response.is_stream_consumed:  # opened without stream=True: read whole already
+        if response.status_code >= 300:
+            raise UpstreamStatusError(
+                response.status_code,
+                passthrough_headers(response.headers.multi_items()),
+                response.content[:_MAX_ERROR_BODY],
+            )
+        raise UpstreamUnavailable(
+            "the httpx response was read whole before relaying (opened without "
+            "stream=True), so there is nothing left to stream: open it with "
+            "client.send(request, stream=True)",
+            code="upstream_not_streaming",
+        )
+    refused = refusal(response.status_code, response.headers.get("content-type", ""))
+    if refused is not None:
+        await response.aclose()
+        raise refused
     if response.status_code >= 300:
         try:
             body = await read_bounded(response.aiter_raw())
@@ -123,6 +197,10 @@ def _is_aiohttp_response(obj: object) -> bool:
 
 async def from_aiohttp(response: Any) -> Source:
     """Adapt an ``aiohttp.ClientResponse``; used by the ``aiohttp`` upstream transport too."""
+    refused = refusal(response.status, response.headers.get("content-type", ""))
+    if refused is not None:
+        response.close()
+        raise refused
     if response.status >= 300:
         try:
             body = await read_bounded(response.content.iter_any())

@@ -4,6 +4,7 @@ points take the same objects and refuse the same mistakes the same way."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from streamrelay import (
     Upstream,
     relay_response,
 )
+from streamrelay.upstream.client import MissingAPIKeyWarning
 
 pytestmark = pytest.mark.anyio
 
@@ -272,3 +274,70 @@ def test_ordinary_headers_are_accepted() -> None:
         URL, headers={"OpenAI-Organization": "org-1"}, forward_headers=["X-Request-Id"]
     )
     assert upstream.forward_headers == {"x-request-id"}
+
+
+@pytest.fixture
+def no_env_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "STREAMRELAY_UPSTREAM", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_keyless_remote_upstream_warns_at_construction(no_env_upstream: None) -> None:
+    """``StreamRelay()`` with no key would relay every request to OpenAI's 401."""
+    with pytest.warns(MissingAPIKeyWarning, match="no API key for the upstream https://api"):
+        StreamRelay()
+    with pytest.warns(MissingAPIKeyWarning):
+        Upstream("https://api.groq.com/openai/v1", api_key="")
+
+
+@pytest.mark.parametrize(
+    ("url", "kwargs"),
+    [
+        ("http://127.0.0.1:11434/v1", {}),  # Ollama on this machine
+        ("http://localhost:8000/v1", {}),
+        ("http://[::1]:8000/v1", {}),
+        ("http://10.0.3.7:8000/v1", {}),  # vLLM on the private network
+        ("http://vllm:8000/v1", {}),  # a container's service name
+        ("http://llm.internal/v1", {}),
+        ("https://api.openai.com/v1", {"api_key": "sk-x"}),
+        ("https://my.openai.azure.com/openai/deployments/d", {"headers": {"api-key": "k"}}),
+    ],
+)
+def test_no_warning_when_the_upstream_is_local_or_has_credentials(
+    no_env_upstream: None, url: str, kwargs: dict[str, Any]
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Upstream(url, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("url", "suggestion"),
+    [
+        ("https://api.openai.com/v1/chat/completions", "https://api.openai.com/v1"),
+        ("http://127.0.0.1:8000/v1/chat/completions/", "http://127.0.0.1:8000/v1"),
+        ("http://127.0.0.1:8000/v1/responses", "http://127.0.0.1:8000/v1"),
+        ("https://api.openai.com", "https://api.openai.com/v1"),
+        ("https://openrouter.ai/v1", "https://openrouter.ai/api/v1"),
+        ("https://api.groq.com/v1", "https://api.groq.com/openai/v1"),
+    ],
+)
+def test_an_upstream_url_that_cannot_be_a_base_is_refused(url: str, suggestion: str) -> None:
+    """The relay appends ``/chat/completions``: an endpoint URL, or a known provider
+    without its version prefix, could only ever 404."""
+    with pytest.raises(ConfigurationError, match=f"use '{suggestion}'"):
+        Upstream(url, api_key="sk-x")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.openai.com/v1",
+        "https://my.openai.azure.com/openai/deployments/gpt4o?api-version=2024-06-01",
+        "https://api.groq.com/openai/v1",
+        "http://127.0.0.1:11434/v1",
+        "http://127.0.0.1:8000",  # an unknown server may serve at its root
+    ],
+)
+def test_base_urls_are_accepted(url: str) -> None:
+    assert Upstream(url, api_key="sk-x").base_url == url

@@ -366,11 +366,21 @@ async def test_each_stream_logs_one_line_with_its_outcome(caplog: pytest.LogCapt
     assert lines[0].levelno == logging.INFO
 
 
-async def test_a_failed_stream_logs_at_warning(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("failure", "code"),
+    [
+        (UpstreamStatusError(500, [], b"{}"), "upstream_status_500"),
+        (UpstreamStatusError(401, [], b"{}"), "upstream_status_401"),
+        (UpstreamUnavailable("refused", code="upstream_unreachable"), "upstream_unreachable"),
+    ],
+)
+async def test_a_failed_stream_logs_at_warning(
+    caplog: pytest.LogCaptureFixture, failure: Exception, code: str
+) -> None:
     async def opener() -> Source:
-        raise UpstreamStatusError(500, [], b"{}")
+        raise failure
 
     await relay(opener)
     lines = [r for r in caplog.records if r.getMessage().startswith("stream ")]
     assert [r.levelno for r in lines] == [logging.WARNING]
-    assert "upstream_status_500" in lines[0].getMessage()
+    assert code in lines[0].getMessage()

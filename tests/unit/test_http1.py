@@ -22,9 +22,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splits import bytewise, every_split, random_splits, split_at
-from streamrelay.errors import ProtocolError, StreamRelayError
+from streamrelay.errors import (
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    StreamRelayError,
+)
 from streamrelay.upstream import http1 as _http1
-from streamrelay.upstream.http1 import MAX_HEAD_BYTES, ResponseParser, request_head
+from streamrelay.upstream.http1 import MAX_HEAD_BYTES, ResponseParser, check_header, request_head
 
 MAX_LINE = _http1._MAX_LINE
 MAX_HEADERS = _http1._MAX_HEADERS
@@ -111,7 +116,7 @@ def assert_parses(
 def assert_rejected(
     data: bytes, match: str, *, connect: bool = False, eof: bool = False, step: int = 1
 ) -> None:
-    """``data`` (then the EOF if ``eof``) fails with ProtocolError however it is split.
+    """``data`` (then the EOF if ``eof``) fails with RemoteProtocolError however it is split.
 
     The read holding the fault raises, or, if body bytes came before the fault in
     that read, returns them and sets ``error``, which every later call raises.
@@ -119,13 +124,13 @@ def assert_rejected(
     for chunks in every_split(data, step):
         try:
             parser, _ = run(chunks, connect=connect, eof=eof)
-        except ProtocolError as exc:
+        except RemoteProtocolError as exc:
             assert re.search(match, str(exc)), (match, exc)
             continue
         assert parser.error is not None and re.search(match, str(parser.error)), chunks
-        with pytest.raises(ProtocolError, match=match):
+        with pytest.raises(RemoteProtocolError, match=match):
             parser.feed(b"")
-        with pytest.raises(ProtocolError, match=match):
+        with pytest.raises(RemoteProtocolError, match=match):
             parser.feed_eof()
 
 
@@ -415,7 +420,7 @@ def test_a_head_one_byte_over_the_limit_is_rejected() -> None:
         [head[:-1], head[-1:]],
         [head[:-4], head[-4:]],
     ):
-        with pytest.raises(ProtocolError, match="exceeds"):
+        with pytest.raises(RemoteProtocolError, match="exceeds"):
             run(chunks)
 
 
@@ -424,11 +429,11 @@ def test_a_head_without_its_blank_line_is_rejected_past_the_limit() -> None:
     assert b"\n\n" not in head and b"\n\r\n" not in head
     parser = ResponseParser()
     assert parser.feed(head[:MAX_HEAD_BYTES]) == b""  # the limit, buffered
-    with pytest.raises(ProtocolError, match="exceeds"):
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
         parser.feed(head[MAX_HEAD_BYTES:])
-    with pytest.raises(ProtocolError, match="exceeds"):
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
         ResponseParser().feed(head)
-    with pytest.raises(ProtocolError, match="exceeds"):  # an endless head
+    with pytest.raises(RemoteProtocolError, match="exceeds"):  # an endless head
         run(itertools.repeat(b"x" * 4096, 100))
 
 
@@ -436,7 +441,7 @@ def test_the_limit_applies_to_each_head_not_to_interim_ones_together() -> None:
     interim = head_of_size(MAX_HEAD_BYTES, b"103 Early Hints")
     final = head_of_size(MAX_HEAD_BYTES)
     assert parse([interim + final]).status == 200
-    with pytest.raises(ProtocolError, match="exceeds"):
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
         run([head_of_size(MAX_HEAD_BYTES + 1, b"100 Continue") + final])
 
 
@@ -667,7 +672,7 @@ def test_a_transfer_coding_other_than_chunked_alone_is_refused(codings: bytes) -
     ``accept-encoding: identity``, so a conforming upstream never sends one)."""
     wire = b"2\r\nhi\r\n0\r\n\r\n"
     data = b"HTTP/1.1 200 OK\r\ntransfer-encoding: " + codings + b"\r\n\r\n" + wire
-    assert outcome([data]) is ProtocolError
+    assert outcome([data]) is RemoteProtocolError
 
 
 @pytest.mark.parametrize(
@@ -724,7 +729,7 @@ def test_chunk_data_longer_than_its_size() -> None:
     ],
 )
 def test_chunk_data_longer_than_its_size_in_each_state(chunks: list[bytes], message: str) -> None:
-    with pytest.raises(ProtocolError, match=message):  # at the latest when the reads end
+    with pytest.raises(RemoteProtocolError, match=message):  # at the latest when the reads end
         run([CHUNKED, *chunks], eof=True)
 
 
@@ -749,7 +754,7 @@ def test_an_overlong_chunk_size_line_is_rejected_however_it_is_split() -> None:
     for length in (MAX_LINE + 1, MAX_LINE + 2, 3 * MAX_LINE):
         data = CHUNKED + size_line_of(length) + b"\r\nhello\r\n0\r\n\r\n"
         assert_rejected(data, "line is too long", step=97)
-    with pytest.raises(ProtocolError, match="line is too long"):  # an endless size line
+    with pytest.raises(RemoteProtocolError, match="line is too long"):  # an endless size line
         run([CHUNKED, b"5;", *itertools.repeat(b"x" * 1000, 5)])
 
 
@@ -758,7 +763,7 @@ def test_trailer_line_length_limit() -> None:
     assert_parses(at_limit, ok(b"", [("transfer-encoding", "chunked")]), step=97)
     over = CHUNKED + b"0\r\nx: " + b"a" * (MAX_LINE - 2) + b"\r\n\r\n"
     assert_rejected(over, "line is too long", step=97)
-    with pytest.raises(ProtocolError, match="line is too long"):  # an endless trailer
+    with pytest.raises(RemoteProtocolError, match="line is too long"):  # an endless trailer
         run([CHUNKED, b"0\r\nx: ", *itertools.repeat(b"a" * 1000, 5)])
 
 
@@ -800,7 +805,7 @@ def test_content_length_zero() -> None:
     assert parser.feed(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n") == b""
     assert parser.finished and parser.keep_alive
     assert parser.feed(b"") == b""
-    with pytest.raises(ProtocolError, match="bytes after the end"):
+    with pytest.raises(RemoteProtocolError, match="bytes after the end"):
         parser.feed(b"x")
 
 
@@ -880,7 +885,7 @@ def test_more_bytes_than_the_content_length() -> None:
         ([LENGTH_5 + b"hello", b"!"], "bytes after the end"),
         ([LENGTH_5 + b"hello", b"HTTP/1.1 200 OK\r\n\r\n"], "bytes after the end"),
     ]:
-        with pytest.raises(ProtocolError, match=message):  # at the latest when the reads end
+        with pytest.raises(RemoteProtocolError, match=message):  # at the latest when the reads end
             run(chunks, eof=True)
 
 
@@ -903,7 +908,7 @@ def test_the_close_finishes_a_body_delimited_by_it() -> None:
     assert parser.finished
     parser.feed_eof()  # again: still fine
     assert parser.feed(b"") == b""
-    with pytest.raises(ProtocolError, match="bytes after the end"):
+    with pytest.raises(RemoteProtocolError, match="bytes after the end"):
         parser.feed(b"x")
 
 
@@ -1172,7 +1177,7 @@ def test_any_bytes_raise_only_protocol_errors_and_the_split_does_not_matter(
         )
     )
     whole = outcome([case.wire], connect=case.connect)
-    assert whole is ProtocolError or isinstance(whole, Response)
+    assert whole is RemoteProtocolError or isinstance(whole, Response)
     assert outcome(bytewise(case.wire), connect=case.connect) == whole
     assert outcome(data.draw(splits(case)), connect=case.connect) == whole
 
@@ -1282,7 +1287,7 @@ def test_the_fast_path_rejects_what_the_general_path_rejects(read: bytes) -> Non
         try:
             for c in chunks:
                 body.append(parser.feed(c))
-        except ProtocolError:
+        except RemoteProtocolError:
             results.append((b"".join(body), "error"))
         else:
             verdict = state(parser) if parser.error is None else "error"
@@ -1332,11 +1337,94 @@ def test_request_head_values_are_latin_1() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["a\rb", "a\nb", "a\r\nb", "a\x00b", "\r\n", "\n", "x\r\ninjected: 1", "x\r\n\r\nGET /"],
+    ["a\rb", "a\nb", "a\r\nb", "\r\n", "\n", "x\r\ninjected: 1", "x\r\n\r\nGET /"],
 )
-def test_request_head_rejects_line_breaks_and_nul_in_values(value: str) -> None:
-    with pytest.raises(ProtocolError, match="line break"):
+def test_request_head_rejects_line_breaks_in_values(value: str) -> None:
+    with pytest.raises(LocalProtocolError, match="contains a line break"):
         request_head("POST", "/", "h", [("ok", "1"), ("x-value", value)], 0)
+
+
+def test_request_head_rejects_a_nul_in_a_value() -> None:
+    with pytest.raises(LocalProtocolError, match="contains a NUL"):
+        request_head("POST", "/", "h", [("x-value", "a\x00b")], 0)
+
+
+@pytest.mark.parametrize("char", [*map(chr, range(1, 9)), *map(chr, range(11, 32)), "\x7f"])
+def test_request_head_rejects_control_characters_in_values(char: str) -> None:
+    """RFC 9110 5.5: a value is visible characters, SP, HTAB and obs-text. h11 lets some
+    control characters through as a server (uvicorn's h11 passes ``\\x01``); a
+    relay is a sender, and sends none."""
+    if char in "\r\n":
+        return
+    with pytest.raises(LocalProtocolError, match="contains a control character"):
+        request_head("POST", "/", "h", [("x-value", f"a{char}b")], 0)
+
+
+def test_request_head_accepts_every_valid_value_character() -> None:
+    value = "".join(map(chr, [9, *range(0x20, 0x7F), *range(0x80, 0x100)]))
+    head = request_head("POST", "/", "h", [("x", value)], 0)
+    assert b"\r\nx: " + value.encode("latin-1") + b"\r\n" in head
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("POST", ""),
+        ("POST", "/a b"),
+        ("POST", "/a\r\nx: 1"),
+        ("POST", "/a\nb"),
+        ("POST", "/\x00"),
+        ("POST", "/caf\xe9"),
+        ("POST", "/\u20ac"),
+        ("POST", "/a\tb"),
+        ("PO ST", "/"),
+        ("", "/"),
+        ("POST\r\n", "/"),
+    ],
+)
+def test_request_head_rejects_an_invalid_request_line(method: str, target: str) -> None:
+    """A path the application built (``Upstream.request(path)``) with a space or a line
+    break would otherwise split the request line, or the request."""
+    with pytest.raises(LocalProtocolError, match="invalid request line"):
+        request_head(method, target, "h", [], 0)
+
+
+@pytest.mark.parametrize("host", ["a\r\nx: 1", "a\x00", "\u20ac"])
+def test_request_head_checks_the_host(host: str) -> None:
+    with pytest.raises(LocalProtocolError, match="header 'host'"):
+        request_head("POST", "/", host, [], 0)
+
+
+def test_local_and_remote_protocol_errors_are_both_protocol_errors() -> None:
+    """As h11's: one base the decoders raise, and two subclasses that say whose mistake
+    it is, which the native transport maps differently (400 or 500 versus 502)."""
+    assert issubclass(LocalProtocolError, ProtocolError)
+    assert issubclass(RemoteProtocolError, ProtocolError)
+    assert not issubclass(LocalProtocolError, RemoteProtocolError)
+    assert not issubclass(RemoteProtocolError, LocalProtocolError)
+    with pytest.raises(RemoteProtocolError):
+        ResponseParser().feed(b"HTTP/9 200 OK\r\n\r\n")
+    with pytest.raises(RemoteProtocolError):
+        ResponseParser().feed_eof()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "what"),
+    [
+        ("x-secret", "sk-12345\r\nx: 1", "a line break"),
+        ("x-secret", "sk-12345\x00", "a NUL"),
+        ("x-secret", "sk-12345\x01", "a control character"),
+        ("x-secret", "sk-12345\u20ac", "a character outside latin-1"),
+    ],
+)
+def test_check_header_names_the_header_and_the_character_never_the_value(
+    name: str, value: str, what: str
+) -> None:
+    with pytest.raises(LocalProtocolError) as caught:
+        check_header(name, value)
+    message = str(caught.value)
+    assert f"header 'x-secret' contains {what}" in message
+    assert "sk-12345" not in message
 
 
 @pytest.mark.parametrize(
@@ -1361,7 +1449,7 @@ def test_request_head_rejects_line_breaks_and_nul_in_values(value: str) -> None:
     ],
 )
 def test_request_head_rejects_invalid_header_names(name: str) -> None:
-    with pytest.raises(ProtocolError, match="invalid header name"):
+    with pytest.raises(LocalProtocolError, match="invalid header name"):
         request_head("POST", "/", "h", [("ok", "1"), (name, "v")], 0)
 
 
@@ -1383,9 +1471,9 @@ def test_body_bytes_before_invalid_framing_in_the_same_read_are_not_lost() -> No
     parser = ResponseParser()
     assert parser.feed(CHUNKED + b"2\r\nhi\r\nzz\r\n") == b"hi"
     assert parser.error is not None and "chunk-size" in str(parser.error)
-    with pytest.raises(ProtocolError, match="chunk-size"):
+    with pytest.raises(RemoteProtocolError, match="chunk-size"):
         parser.feed(b"2\r\nho\r\n")
-    with pytest.raises(ProtocolError, match="chunk-size"):
+    with pytest.raises(RemoteProtocolError, match="chunk-size"):
         parser.feed_eof()
     # the same for a Content-Length body that runs over
     parser = ResponseParser()
@@ -1395,7 +1483,7 @@ def test_body_bytes_before_invalid_framing_in_the_same_read_are_not_lost() -> No
 
 def test_a_status_below_100_is_rejected() -> None:
     for line in (b"HTTP/1.1 000 Zero", b"HTTP/1.1 099 Low"):
-        with pytest.raises(ProtocolError, match="status line"):
+        with pytest.raises(RemoteProtocolError, match="status line"):
             ResponseParser().feed(line + b"\r\ncontent-length: 0\r\n\r\n")
 
 
@@ -1405,5 +1493,5 @@ def test_request_head_without_a_body_has_no_content_length() -> None:
 
 
 def test_request_head_rejects_a_value_that_is_not_latin_1() -> None:
-    with pytest.raises(ProtocolError, match="latin-1"):
+    with pytest.raises(LocalProtocolError, match="outside latin-1"):
         request_head("POST", "/", "h", [("x-name", "\u20ac")], 0)

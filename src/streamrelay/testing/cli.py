@@ -45,7 +45,12 @@ def _epilog() -> str:
         'them with a "simulator" object in its JSON body, using the field names\n'
         '(first_delay, error_type, ...): {"simulator": {"fault": "stall", "after": 3}}.\n'
         "\n"
-        f"faults (--fault, combinable):\n{faults}"
+        f"faults (--fault, combinable):\n{faults}\n"
+        "\n"
+        "examples:\n"
+        "  streamrelay simulate --port 9000 --delay 0.05\n"
+        "  streamrelay simulate --fault mid_error --after 5   # fails after 5 tokens\n"
+        "  python -m streamrelay.testing --tokens 200 --first-delay 2"
     )
 
 

@@ -34,6 +34,8 @@ class RecordedRequest:
     body: bytes
     request_id: str
     """The ``x-request-id`` the simulator answered with."""
+    route: str = ""
+    """The path below the app's mount point (``/v1/chat/completions``)."""
     faults: tuple[str, ...] = ()
     status: int | None = None
     """The response status, once sent."""

@@ -28,11 +28,20 @@ __all__ = ["Simulator"]
 logger = logging.getLogger("streamrelay.testing")
 
 
+def _route_path(scope: Scope) -> str:
+    """The path below the mount point (Starlette keeps ``path`` whole under a mount)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 class Simulator:
     """An OpenAI-compatible chat completions server, as a pure ASGI app.
 
-    Routes (any prefix, such as ``/v1`` or a mount path, and an optional
-    trailing slash): ``POST .../chat/completions`` and ``GET .../models``.
+    Routes, as OpenAI has them (below the app's ``root_path`` when mounted; a
+    trailing slash is tolerated): ``POST /v1/chat/completions`` and
+    ``GET /v1/models``. Any other path is a 404, as from a real server, so a
+    relay configured with a wrong base URL fails in tests as it would in production.
     No authentication is required; every request is recorded in
     :attr:`requests` and chat completions are counted in :attr:`stats`.
 
@@ -87,6 +96,7 @@ class Simulator:
         record = RecordedRequest(
             method=scope["method"],
             path=scope["path"],
+            route=_route_path(scope),
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=Headers(scope=scope),
             body=bytes(body),
@@ -106,13 +116,13 @@ class Simulator:
             )
 
     async def _route(self, record: RecordedRequest, receive: Receive, send: Send) -> None:
-        path = record.path.rstrip("/")
-        if path.endswith("/chat/completions"):
+        path = record.route.rstrip("/")
+        if path == "/v1/chat/completions":
             if record.method != "POST":
                 await _send_error(send, record, 405, "Use POST.", allow="POST")
                 return
             await self._chat(record, receive, send)
-        elif path.endswith("/models"):
+        elif path == "/v1/models":
             if record.method != "GET":
                 await _send_error(send, record, 405, "Use GET.", allow="GET")
                 return

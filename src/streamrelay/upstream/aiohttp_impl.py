@@ -1,4 +1,4 @@
-"""The ``aiohttp`` upstream transport: aiohttp's client (``pip install 'streamrelay[aiohttp]'``).
+"""The ``aiohttp`` upstream transport: aiohttp's client (``pip install 'streamrelay-asgi[aiohttp]'``).
 
 Chosen with ``Upstream(transport="aiohttp")``. aiohttp is imported only when this
 transport is chosen, so the package stays optional. It costs about 15 µs per token
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigurationError, UpstreamUnavailable
 from ..sources import Source, from_aiohttp
-from .failures import connect_timeout, dns_error, host, refusal, unreachable
+from .failures import connect_timeout, dns_error, host, unreachable
 
 if TYPE_CHECKING:
     import aiohttp
@@ -28,7 +28,7 @@ def require_aiohttp() -> None:
         import aiohttp  # noqa: F401
     except ImportError as exc:
         raise ConfigurationError(
-            "transport='aiohttp' needs aiohttp: pip install 'streamrelay[aiohttp]'"
+            "transport='aiohttp' needs aiohttp: pip install 'streamrelay-asgi[aiohttp]'"
         ) from exc
 
 
@@ -64,7 +64,8 @@ async def open_aiohttp(
     proxy_headers: dict[str, str] | None,
     ssl_context: ssl.SSLContext | bool,
 ) -> Source:
-    """POST ``body`` to ``url``; the response as a :class:`Source`, or the failure."""
+    """POST ``body`` to ``url``; the response as a :class:`Source`, or the failure
+    (the head is checked where every source's is: :mod:`streamrelay.sources`)."""
     import aiohttp
 
     async def post() -> aiohttp.ClientResponse:
@@ -97,8 +98,4 @@ async def open_aiohttp(
         raise connect_timeout(url) from exc
     except aiohttp.ClientError as exc:
         raise unreachable(url, exc) from exc
-    refused = refusal(response.status, response.headers.get("content-type", ""))
-    if refused is not None:
-        response.close()
-        raise refused
     return await from_aiohttp(response)

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import os
 import ssl
 import sys
 import urllib.request
+import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -36,14 +38,26 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from .._version import __version__
-from ..errors import ConfigurationError, ProtocolError, UpstreamStatusError
+from ..errors import (
+    ConfigurationError,
+    LocalProtocolError,
+    RequestRejected,
+    UpstreamStatusError,
+)
 from ..sources import Source
 from . import aiohttp_impl, httpx_impl
-from .http1 import request_head
+from .http1 import check_header, request_head
 from .native import Origin, Pool, default_ssl_context, open_native
-from .redaction import redact, redacting, secrets_of
+from .redaction import SECRET_HEADER_WORDS, redact, redacting, secrets_of
 
-__all__ = ["DEFAULT_UPSTREAM", "Transport", "Upstream", "UpstreamRequest", "resolve_upstream"]
+__all__ = [
+    "DEFAULT_UPSTREAM",
+    "MissingAPIKeyWarning",
+    "Transport",
+    "Upstream",
+    "UpstreamRequest",
+    "resolve_upstream",
+]
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
 Transport = Literal["auto", "native", "aiohttp", "httpx"]
@@ -67,8 +81,30 @@ forwarded one would give a request conflicting framing on a connection the pool
 shares between users, the shape of request smuggling."""
 
 
+_ENDPOINTS = ("/chat/completions", "/completions", "/responses", "/embeddings", "/models")
+_KNOWN_PREFIXES = {
+    "api.openai.com": "/v1",
+    "api.mistral.ai": "/v1",
+    "api.groq.com": "/openai/v1",
+    "openrouter.ai": "/api/v1",
+    "api.together.xyz": "/v1",
+    "api.fireworks.ai": "/inference/v1",
+}
+"""Hosts whose API lives under a known prefix: a base URL without it can only 404."""
+
+
 def resolve_upstream(upstream: str | None) -> str:
-    """``upstream``, else ``STREAMRELAY_UPSTREAM``, else ``OPENAI_BASE_URL``, else OpenAI."""
+    """``upstream``, else ``STREAMRELAY_UPSTREAM``, else ``OPENAI_BASE_URL``, else OpenAI.
+
+    It is the API's base URL (``https://api.openai.com/v1``), to which the relay
+    appends ``/chat/completions``: an endpoint URL, or a known provider's host
+    without its version prefix, is a :class:`~streamrelay.ConfigurationError`.
+
+    >>> resolve_upstream("https://api.openai.com/v1/chat/completions")
+    Traceback (most recent call last):
+      ...
+    streamrelay.errors.ConfigurationError: the upstream URL must be the API's base, without the endpoint: use 'https://api.openai.com/v1', not 'https://api.openai.com/v1/chat/completions'
+    """
     url = (
         upstream
         or os.environ.get("STREAMRELAY_UPSTREAM")
@@ -77,7 +113,23 @@ def resolve_upstream(upstream: str | None) -> str:
     )
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ConfigurationError(f"upstream must be an http(s) URL, got {url!r}")
-    return url.rstrip("/")
+    url = url.rstrip("/")
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    for endpoint in _ENDPOINTS:
+        if path.endswith(endpoint):
+            base = parts._replace(path=path[: -len(endpoint)]).geturl()
+            raise ConfigurationError(
+                f"the upstream URL must be the API's base, without the endpoint: "
+                f"use {base!r}, not {url!r}"
+            )
+    prefix = _KNOWN_PREFIXES.get((parts.hostname or "").lower())
+    if prefix is not None and not (path == prefix or path.startswith(prefix + "/")):
+        raise ConfigurationError(
+            f"the upstream URL {url!r} lacks the API's version prefix: use "
+            f"{parts._replace(path=prefix).geturl()!r}"
+        )
+    return url
 
 
 class Upstream:
@@ -101,7 +153,8 @@ class Upstream:
             honoured.
         headers: extra headers for every call (e.g. Azure's ``api-key``).
         forward_headers: client header names copied upstream. ``Authorization``,
-            cookies and ``Host`` never are.
+            cookies and ``Host`` never are. A value that cannot be written in
+            HTTP/1.1 (a control character) gets the client a 400 ``invalid_header``.
         connect_timeout: seconds to connect, TLS included (then 504).
         keepalive_expiry: seconds an idle pooled connection may be reused.
             Keep it below the upstream's own idle timeout (uvicorn's is 5 s).
@@ -152,6 +205,13 @@ class Upstream:
             )
         forward_headers = list(forward_headers)
         _refuse_framing("forward_headers", forward_headers)
+        for name in forward_headers:
+            if not isinstance(name, str):
+                raise ConfigurationError(f"forward_headers must be header names, got {name!r}")
+            try:
+                check_header(name, "")
+            except LocalProtocolError as exc:
+                raise ConfigurationError(f"forward_headers: {exc}") from None
         _refuse_framing("headers", list(headers or {}))
         self.base_url = resolve_upstream(url)
         # Azure puts ?api-version= in the base URL: paths go before the query.
@@ -176,10 +236,20 @@ class Upstream:
             base[name.lower()] = value
         try:  # a bad header would otherwise fail every request
             request_head("POST", "/", "upstream", base.items(), 0)
-        except ProtocolError as exc:
+        except LocalProtocolError as exc:
             raise ConfigurationError(f"invalid upstream headers: {exc}") from None
         self._headers = base
         self.secrets = secrets_of(key, (headers or {}).items())
+        credentials = bool(key) or any(
+            word in name.lower() for name in headers or {} for word in SECRET_HEADER_WORDS
+        )
+        if not credentials and not _is_local(urlsplit(self.base_url).hostname or ""):
+            warnings.warn(
+                f"no API key for the upstream {self.base_url}: set OPENAI_API_KEY or pass "
+                "Upstream(api_key=...); the upstream will refuse every request",
+                MissingAPIKeyWarning,
+                stacklevel=2,
+            )
         """The values redacted from upstream bytes (the key, secret-looking headers)."""
         self._owned_httpx: httpx.AsyncClient | None = None
         # aiohttp sessions and native pools belong to one event loop each.
@@ -256,12 +326,23 @@ class Upstream:
         """POST ``body`` to ``base_url + path`` and return the streaming response.
 
         Raises :class:`~streamrelay.UpstreamStatusError` for a non-2xx answer (its
-        body and headers redacted) and :class:`~streamrelay.UpstreamUnavailable`
-        when the upstream cannot be reached.
+        body and headers redacted), :class:`~streamrelay.UpstreamUnavailable`
+        when the upstream cannot be reached, and
+        :class:`~streamrelay.RequestRejected` (400 ``invalid_header``, nothing
+        sent) when a forwarded client header cannot be written in an HTTP/1.1
+        request: a control character in its value, or a character beyond latin-1.
         """
         transport = self._resolved_transport()
         headers = dict(self._headers if transport == "httpx" else self._direct_headers)
         for name, value in self.forwarded(client_headers):
+            # Checked here for every transport alike: the client's mistake, not the
+            # upstream's, and a line break would let a client add headers of its own.
+            try:
+                check_header(name, value)
+            except LocalProtocolError as exc:
+                raise RequestRejected(
+                    400, f"{exc}: it cannot be forwarded upstream", code="invalid_header"
+                ) from None
             headers[name.lower()] = value
         try:
             source = await self._open(transport, path, body, headers)
@@ -389,6 +470,25 @@ class UpstreamRequest:
     async def open(self) -> Source:
         """Send the request; the streaming response (see :meth:`Upstream.open`)."""
         return await self.upstream.open(self.path, self.body, self.headers)
+
+
+class MissingAPIKeyWarning(UserWarning):
+    """An :class:`Upstream` on another host has no key (nor a secret-looking header)."""
+
+
+def _is_local(host: str) -> bool:
+    """A host a keyless upstream plausibly runs on: loopback, a private or link-local
+    address, a single-label name (a container's service name) or a local domain."""
+    host = host.strip("[]").lower()
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return (
+            "." not in host
+            or host == "localhost"
+            or host.endswith((".localhost", ".local", ".internal", ".lan", ".home.arpa"))
+        )
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def _refuse_framing(option: str, names: Iterable[str]) -> None:

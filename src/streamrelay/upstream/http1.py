@@ -2,9 +2,11 @@
 
 Just what the native upstream transport needs (RFC 9112): a POST with a body, and
 a response framed by ``Transfer-Encoding: chunked``, ``Content-Length`` or the
-connection closing. 1xx interim responses are skipped. Anything malformed raises
-:class:`ProtocolError` rather than being guessed at, since a misframed response
-could splice one answer into the next on a reused connection.
+connection closing. 1xx interim responses are skipped. A malformed response raises
+:class:`~streamrelay.errors.RemoteProtocolError` rather than being guessed at,
+since a misframed response could splice one answer into the next on a reused
+connection; a request that could not be written validly raises
+:class:`~streamrelay.errors.LocalProtocolError` (as h11 tells the two apart).
 
 >>> p = ResponseParser()
 >>> p.feed(b"HTTP/1.1 200 OK\\r\\ntransfer-encoding: chunked\\r\\n\\r\\n5\\r\\nhel")
@@ -18,9 +20,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..errors import ProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["MAX_HEAD_BYTES", "ResponseParser", "request_head"]
+__all__ = ["MAX_HEAD_BYTES", "ResponseParser", "check_header", "request_head"]
 
 MAX_HEAD_BYTES = 64 * 1024
 """The largest response head (status line and headers) accepted."""
@@ -29,6 +31,12 @@ _MAX_LINE = 4096  # a chunk-size line or a trailer line
 _MAX_TRAILERS = 64
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_STR = re.compile(_TOKEN.pattern.decode())
+_NOT_FIELD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+"""A character no header value may carry: a control character (HTAB aside), DEL,
+or one beyond latin-1 (RFC 9110 5.5: field-vchar is VCHAR or obs-text)."""
+_TARGET = re.compile(r"[\x21-\x7e]+")
+"""A request target: visible ASCII (anything else is percent-encoded, RFC 3986)."""
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9]{2})(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 
@@ -50,22 +58,51 @@ def request_head(
 
     >>> request_head("POST", "/v1/x", "api.test", [("accept", "*/*")], 2)
     b'POST /v1/x HTTP/1.1\\r\\nhost: api.test\\r\\naccept: */*\\r\\ncontent-length: 2\\r\\n\\r\\n'
+
+    Raises :class:`LocalProtocolError` rather than write an invalid request (see
+    :func:`check_header`); nothing is written then.
     """
+    if not _TOKEN_STR.fullmatch(method) or not _TARGET.fullmatch(target):
+        raise LocalProtocolError(f"invalid request line: {method[:20]!r} {target[:80]!r}")
+    check_header("host", host)
     lines = [f"{method} {target} HTTP/1.1", f"host: {host}"]
     for name, value in headers:
-        if not _TOKEN.fullmatch(name.encode("latin-1", "replace")):
-            raise ProtocolError(f"invalid header name {name!r}")
-        if "\r" in value or "\n" in value or "\x00" in value:
-            raise ProtocolError(f"the value of header {name!r} contains a line break")
+        check_header(name, value)
         lines.append(f"{name}: {value}")
     if body_length is not None:
         lines.append(f"content-length: {body_length}")
-    try:
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise ProtocolError(
-            f"a header value is not latin-1: {exc.object[exc.start : exc.end]!r}"
-        ) from None
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def check_header(name: str, value: str) -> None:
+    """Raise :class:`LocalProtocolError` unless ``name: value`` may be written in an
+    HTTP/1.1 request: the name a token, the value visible characters, spaces, tabs
+    and latin-1's upper half (``obs-text``, written as latin-1 bytes), RFC 9110 5.5.
+
+    A line break would end the header and start another one (on a pooled
+    connection, the shape of request smuggling); a NUL or another control
+    character is invalid too. The message names the header and the offending
+    character, never the value, which may be a secret.
+
+    >>> check_header("x-trace-id", "a\\nb")
+    Traceback (most recent call last):
+    ...
+    streamrelay.errors.LocalProtocolError: the value of header 'x-trace-id' contains a line break ('\\n')
+    """
+    if not _TOKEN_STR.fullmatch(name):
+        raise LocalProtocolError(f"invalid header name {name[:80]!r}")
+    bad = _NOT_FIELD_VALUE.search(value)
+    if bad is not None:
+        char = bad.group()
+        if char in "\r\n":
+            what = "a line break"
+        elif char == "\x00":
+            what = "a NUL"
+        elif ord(char) > 0xFF:
+            what = "a character outside latin-1"
+        else:
+            what = "a control character"
+        raise LocalProtocolError(f"the value of header {name[:80]!r} contains {what} ({char!r})")
 
 
 class ResponseParser:
@@ -103,7 +140,7 @@ class ResponseParser:
         self.reason = ""
         self.headers: list[tuple[str, str]] = []
         self.keep_alive = False
-        self.error: ProtocolError | None = None
+        self.error: RemoteProtocolError | None = None
 
     @property
     def head_complete(self) -> bool:
@@ -137,7 +174,8 @@ class ResponseParser:
             if len(data) > self._left:
                 body, self._left, self._state = data[: self._left], 0, _DONE
                 return self._failed(
-                    ProtocolError("the upstream sent more bytes than its Content-Length"), body
+                    RemoteProtocolError("the upstream sent more bytes than its Content-Length"),
+                    body,
                 )
             self._left -= len(data)
             if not self._left:
@@ -147,7 +185,7 @@ class ResponseParser:
             return data
         if state == _DONE:
             if data:
-                raise ProtocolError("the upstream sent bytes after the end of its response")
+                raise RemoteProtocolError("the upstream sent bytes after the end of its response")
             return b""
         return self._feed_head(data)
 
@@ -158,7 +196,7 @@ class ResponseParser:
         if self._state == _UNTIL_CLOSE:
             self._state = _DONE
         elif self._state != _DONE:
-            raise ProtocolError(
+            raise RemoteProtocolError(
                 "the upstream closed the connection before its response was complete"
             )
 
@@ -172,7 +210,9 @@ class ResponseParser:
         while True:
             end = _head_end(buf, start)
             if (end if end >= 0 else len(buf)) > MAX_HEAD_BYTES:
-                raise ProtocolError(f"the upstream's response head exceeds {MAX_HEAD_BYTES} bytes")
+                raise RemoteProtocolError(
+                    f"the upstream's response head exceeds {MAX_HEAD_BYTES} bytes"
+                )
             if end < 0:
                 self._buf = buf
                 return b""
@@ -181,7 +221,7 @@ class ResponseParser:
             if not 100 <= self.status < 200:
                 break
             if self.status == 101:
-                raise ProtocolError("the upstream switched protocols (101)")
+                raise RemoteProtocolError("the upstream switched protocols (101)")
             # An interim response (100 Continue, 103 Early Hints): the real one follows.
         self._buf = b""
         self._start_body()
@@ -192,7 +232,7 @@ class ResponseParser:
         status_line = lines[0].removesuffix(b"\r")
         match = _STATUS_LINE.fullmatch(status_line)
         if match is None:
-            raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
+            raise RemoteProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
         minor, code, reason = match.groups()
         headers: list[tuple[str, str]] = []
         for raw in lines[1:]:
@@ -200,15 +240,15 @@ class ResponseParser:
             if not line:
                 continue  # the blank line ending the head (the last two items)
             if line[0] in b" \t":
-                raise ProtocolError("obsolete header line folding")
+                raise RemoteProtocolError("obsolete header line folding")
             name, colon, value = line.partition(b":")
             if not colon or not _TOKEN.fullmatch(name):
-                raise ProtocolError(f"malformed header line: {line[:80]!r}")
+                raise RemoteProtocolError(f"malformed header line: {line[:80]!r}")
             if b"\r" in value or b"\x00" in value:  # RFC 9110 5.5: reject, never pass on
-                raise ProtocolError(f"a CR or NUL in the value of header {name[:80]!r}")
+                raise RemoteProtocolError(f"a CR or NUL in the value of header {name[:80]!r}")
             headers.append((name.decode("ascii").lower(), value.strip(b" \t").decode("latin-1")))
             if len(headers) > _MAX_HEADERS:
-                raise ProtocolError(f"the upstream sent more than {_MAX_HEADERS} headers")
+                raise RemoteProtocolError(f"the upstream sent more than {_MAX_HEADERS} headers")
         self.status = int(code)
         self.reason = (reason or b"").decode("latin-1")
         self.headers = headers
@@ -239,12 +279,14 @@ class ResponseParser:
         lengths = {value.strip() for key, value in self.headers if key == "content-length"}
         if codings:
             if lengths:  # RFC 9112 6.3: a message smuggling attempt or a broken server
-                raise ProtocolError("the upstream sent both Transfer-Encoding and Content-Length")
+                raise RemoteProtocolError(
+                    "the upstream sent both Transfer-Encoding and Content-Length"
+                )
             named = [coding for coding in codings if coding]  # "chunked, " is chunked
             if named != ["chunked"]:
                 # gzip, br, ... are never asked for (accept-encoding: identity) and never
                 # decoded here: relaying them as text would corrupt the stream.
-                raise ProtocolError(
+                raise RemoteProtocolError(
                     "the upstream used a transfer coding streamrelay does not decode "
                     f"({', '.join(named) or 'an empty Transfer-Encoding'}); only chunked is"
                 )
@@ -254,7 +296,7 @@ class ResponseParser:
             if len(lengths) > 1 or not all(
                 len(v) <= 19 and v.isdigit() and v.isascii() for v in lengths
             ):
-                raise ProtocolError(f"invalid Content-Length: {sorted(lengths)}")
+                raise RemoteProtocolError(f"invalid Content-Length: {sorted(lengths)}")
             self._left = int(lengths.pop())
             self._state = _LENGTH if self._left else _DONE
         else:
@@ -275,7 +317,7 @@ class ResponseParser:
         out: list[bytes] = []
         try:
             self._dechunk(data, out)
-        except ProtocolError as exc:
+        except RemoteProtocolError as exc:
             return self._failed(exc, b"".join(out))
         if len(out) == 1:
             return out[0]
@@ -295,22 +337,22 @@ class ResponseParser:
             elif part == _DATA_END:
                 if end - pos < 2:
                     if data[pos:] != b"\r":
-                        raise ProtocolError("a chunk is longer than its size line says")
+                        raise RemoteProtocolError("a chunk is longer than its size line says")
                     self._buf = data[pos:]
                     break
                 if data[pos : pos + 2] != b"\r\n":
-                    raise ProtocolError("a chunk is longer than its size line says")
+                    raise RemoteProtocolError("a chunk is longer than its size line says")
                 pos += 2
                 self._chunk = _SIZE
             else:  # a size line or a trailer line
                 eol = data.find(b"\r\n", pos)
                 if eol < 0:
                     if end - pos > _MAX_LINE + 1:  # + 1: the CR of its CRLF may be here
-                        raise ProtocolError("a chunk-size or trailer line is too long")
+                        raise RemoteProtocolError("a chunk-size or trailer line is too long")
                     self._buf = data[pos:]
                     break
                 if eol - pos > _MAX_LINE:  # however the bytes were split
-                    raise ProtocolError("a chunk-size or trailer line is too long")
+                    raise RemoteProtocolError("a chunk-size or trailer line is too long")
                 line = data[pos:eol]
                 pos = eol + 2
                 if part == _SIZE:
@@ -322,14 +364,16 @@ class ResponseParser:
                 elif line:
                     self._trailers += 1
                     if self._trailers > _MAX_TRAILERS:
-                        raise ProtocolError("too many trailer fields")
+                        raise RemoteProtocolError("too many trailer fields")
                 else:  # the blank line after the last chunk and its trailers
                     self._state = _DONE
                     if pos < end:
-                        raise ProtocolError("the upstream sent bytes after the end of its response")
+                        raise RemoteProtocolError(
+                            "the upstream sent bytes after the end of its response"
+                        )
                     break
 
-    def _failed(self, error: ProtocolError, body: bytes) -> bytes:
+    def _failed(self, error: RemoteProtocolError, body: bytes) -> bytes:
         """Raise ``error`` now if there is no ``body`` before it, else on the next call."""
         self.error = error
         if not body:
@@ -360,5 +404,5 @@ def _chunk_size(line: bytes) -> int:
             pass  # letters beyond f: the error below
     match = _CHUNK_SIZE.fullmatch(line)
     if match is None:
-        raise ProtocolError(f"invalid chunk-size line: {line[:40]!r}")
+        raise RemoteProtocolError(f"invalid chunk-size line: {line[:40]!r}")
     return int(match.group(1), 16)

@@ -14,7 +14,7 @@ import httpx
 
 from ..errors import UpstreamUnavailable
 from ..sources import Source, from_httpx
-from .failures import connect_timeout, dns_error, host, refusal, unreachable
+from .failures import connect_timeout, dns_error, host, unreachable
 
 __all__ = ["new_client", "open_httpx"]
 
@@ -37,8 +37,12 @@ def new_client(
 async def open_httpx(
     client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]
 ) -> Source:
-    """POST ``body`` to ``url``; the response as a :class:`Source`, or the failure."""
-    request = client.build_request("POST", url, content=body, headers=headers)
+    """POST ``body`` to ``url``; the response as a :class:`Source`, or the failure
+    (the head is checked where every source's is: :mod:`streamrelay.sources`)."""
+    # As bytes: httpx encodes a str value as ASCII, and a client's obs-text (UTF-8 text,
+    # which arrives decoded as latin-1) would raise instead of going on unchanged.
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    request = client.build_request("POST", url, content=body, headers=raw)
     try:
         response = await client.send(request, stream=True, follow_redirects=False)
     except httpx.ConnectTimeout as exc:
@@ -61,8 +65,4 @@ async def open_httpx(
         ) from exc
     except httpx.HTTPError as exc:
         raise unreachable(url, exc) from exc
-    refused = refusal(response.status_code, response.headers.get("content-type", ""))
-    if refused is not None:
-        await response.aclose()
-        raise refused
     return await from_httpx(response)

@@ -19,19 +19,23 @@ What it does:
 * proxies: plain-http requests in absolute form, https through ``CONNECT``;
 * backpressure: reading pauses while 64 KiB of body wait for the reader;
 * a connect timeout covering DNS, TCP, the proxy tunnel and the TLS handshake;
-* resolved addresses cached for a minute, each tried in turn.
+* resolved addresses cached for a minute, and connected to by happy eyeballs
+  (RFC 8305): the families alternate, each attempt gets 250 ms before the next
+  starts beside it, the first connection wins, so an address that drops
+  connection attempts (a broken IPv6 route) costs 250 ms, not the timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import select
 import socket
 import ssl
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
-from ..errors import ProtocolError, UpstreamStatusError, UpstreamUnavailable
+from ..errors import ProtocolError, RemoteProtocolError, UpstreamStatusError, UpstreamUnavailable
 from ..sources import Source, passthrough_headers, read_bounded
 from .failures import connect_timeout, dns_error, host, refusal, unreachable
 from .http1 import ResponseParser, request_head
@@ -54,6 +58,12 @@ _DRAIN_TIMEOUT = 5.0
 _DRAIN_LIMIT = 64 * 1024
 _MAX_IDLE_PER_ORIGIN = 256
 _DNS_TTL = 60.0
+_HAPPY_EYEBALLS_DELAY = 0.25
+"""RFC 8305's connection attempt delay (asyncio's and aiohttp's ``happy_eyeballs_delay``):
+how long an attempt runs alone before the next address is tried beside it."""
+
+Address = tuple[int, tuple[Any, ...]]
+"""A resolved address: its family and the ``sockaddr`` to connect to."""
 
 
 class Origin(NamedTuple):
@@ -353,7 +363,7 @@ class Pool:
         self._proxy_headers = proxy_headers or []
         self._idle: dict[Origin, list[Connection]] = {}
         self._open: set[Connection] = set()
-        self._addresses: dict[tuple[str, int], tuple[float, list[tuple[int, tuple[Any, ...]]]]] = {}
+        self._addresses: dict[tuple[str, int], tuple[float, list[Address]]] = {}
         self.closed = False
 
     async def request(self, origin: Origin, data: bytes) -> Connection:
@@ -438,7 +448,7 @@ class Pool:
             return connection
         return None
 
-    async def _resolve(self, origin: Origin) -> list[tuple[int, tuple[Any, ...]]]:
+    async def _resolve(self, origin: Origin) -> list[Address]:
         """The addresses of ``origin``'s host, cached for a minute: without a cache
         every new connection would wait for a DNS query (aiohttp caches too)."""
         key = (origin.host, origin.port)
@@ -449,9 +459,7 @@ class Pool:
         infos = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
         if not infos:  # pragma: no cover - getaddrinfo raises instead
             raise socket.gaierror(f"no address for {origin.host!r}")
-        addresses: list[tuple[int, tuple[Any, ...]]] = [
-            (family, address) for family, _, _, _, address in infos
-        ]
+        addresses: list[Address] = [(family, address) for family, _, _, _, address in infos]
         self._addresses[key] = (loop.time() + _DNS_TTL, addresses)
         return addresses
 
@@ -479,24 +487,21 @@ class Pool:
         target = origin if proxy is None else proxy
         tls = target.scheme == "https"
         addresses = await self._resolve(target)
-        for index, (family, address) in enumerate(addresses):
-            try:
-                # uvloop may call connection_made only after this returns.
-                connection.transport, _ = await loop.create_connection(
-                    lambda: connection,
-                    address[0],
-                    address[1],
-                    family=family,
-                    ssl=self._ssl_context() if tls else None,
-                    server_hostname=target.host if tls else None,
-                )
-                break
-            except ssl.SSLError:
-                raise  # the certificate is the same at every address
-            except OSError:
-                if index == len(addresses) - 1:
-                    self._addresses.pop((target.host, target.port), None)  # resolve again
-                    raise
+        try:
+            sock = await _happy_eyeballs(addresses, _HAPPY_EYEBALLS_DELAY)
+        except OSError:
+            self._addresses.pop((target.host, target.port), None)  # resolve again
+            raise
+        # TLS only on the connection that won: a failed handshake is not tried at the
+        # other addresses (the certificate is the same at every one). From here the
+        # event loop owns the socket, and closes it if this fails. (uvloop may call
+        # connection_made only after this returns.)
+        connection.transport, _ = await loop.create_connection(
+            lambda: connection,
+            sock=sock,
+            ssl=self._ssl_context() if tls else None,
+            server_hostname=target.host if tls else None,
+        )
         if proxy is None or origin.scheme != "https":
             return
         # An https upstream through a proxy: a CONNECT tunnel, then TLS inside it.
@@ -515,13 +520,93 @@ class Pool:
         connection.transport = cast(asyncio.Transport, transport)
 
 
+def _interleave(addresses: list[Address]) -> list[Address]:
+    """``addresses`` in the order happy eyeballs tries them (RFC 8305 4): the families
+    alternate, starting with the resolver's first, each keeping the resolver's order.
+
+    >>> _interleave([(10, ("::1",)), (10, ("::2",)), (2, ("10.0.0.1",)), (2, ("10.0.0.2",))])
+    [(10, ('::1',)), (2, ('10.0.0.1',)), (10, ('::2',)), (2, ('10.0.0.2',))]
+    """
+    families: dict[int, list[Address]] = {}
+    for address in addresses:
+        families.setdefault(address[0], []).append(address)
+    rounds = itertools.zip_longest(*families.values())
+    return [address for round_ in rounds for address in round_ if address is not None]
+
+
+async def _happy_eyeballs(addresses: list[Address], delay: float) -> socket.socket:
+    """A socket connected to the first of ``addresses`` to answer (RFC 8305).
+
+    An attempt runs alone for ``delay`` seconds, or until it fails, before the next
+    one starts beside it; the first connection wins and the attempts still running
+    are cancelled (a socket that connected anyway is closed). Only TCP is raced:
+    TLS and a proxy's tunnel follow on the winner. With every attempt failed,
+    raises the first one's error (the preferred address's); the caller's connect
+    timeout bounds the whole race.
+    """
+    loop = asyncio.get_running_loop()
+    waiting = _interleave(addresses)
+    waiting.reverse()  # popped from the end
+    running: set[asyncio.Task[socket.socket]] = set()
+    errors: list[BaseException] = []
+    try:
+        while waiting or running:
+            if waiting:
+                running.add(loop.create_task(_attempt(*waiting.pop())))
+            done, running = await asyncio.wait(
+                running, timeout=delay if waiting else None, return_when=asyncio.FIRST_COMPLETED
+            )
+            winner: socket.socket | None = None
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    errors.append(error)
+                elif winner is None:
+                    winner = task.result()
+                else:  # two connected in the same turn of the loop
+                    task.result().close()
+            if winner is not None:
+                return winner
+        error = errors[0]
+        errors.clear()  # no reference cycle through the tracebacks
+        raise error
+    finally:
+        for task in running:  # the race was won, or the connect timeout cancelled it
+            task.cancel()
+            task.add_done_callback(_close_connected)
+
+
+async def _attempt(family: int, address: tuple[Any, ...]) -> socket.socket:
+    """One connection attempt of :func:`_happy_eyeballs`."""
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setblocking(False)
+        # As on the event loop's own connections (not left to it: asyncio sets it only
+        # on sockets whose proto is TCP, uvloop on all).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await asyncio.get_running_loop().sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _close_connected(task: asyncio.Task[socket.socket]) -> None:
+    """Close the socket of a cancelled attempt that connected before it saw the cancel."""
+    if not task.cancelled() and task.exception() is None:
+        task.result().close()
+
+
 async def open_native(
     pool: Pool, origin: Origin, target: str, url: str, headers: dict[str, str], body: bytes
 ) -> Source:
     """POST ``body`` to ``target`` on ``origin`` through ``pool``; the response as a
     :class:`Source`, or the failure (``url`` names the upstream in error messages)."""
+    # A LocalProtocolError here is not the upstream's: configured headers are checked
+    # when the Upstream is built and forwarded ones by Upstream.open (a 400), so what
+    # is left is a request target the application built; it propagates as it is.
+    head = request_head("POST", target, origin.authority, headers.items(), len(body))
     try:
-        head = request_head("POST", target, origin.authority, headers.items(), len(body))
         connection = await pool.request(origin, head + body)
     except socket.gaierror as exc:
         raise dns_error(url) from exc
@@ -542,7 +627,7 @@ async def open_native(
             f"the proxy refused to connect to {host(url)!r} (status {exc.status})",
             code="upstream_proxy_error",
         ) from exc
-    except ProtocolError as exc:
+    except RemoteProtocolError as exc:
         raise UpstreamUnavailable(
             f"the upstream at {host(url)!r} answered with invalid HTTP: {exc}",
             code="upstream_invalid_response",
