@@ -33,6 +33,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import warnings
@@ -321,10 +322,22 @@ def render_demo_page(*, model: str, upstream: str) -> str:
             resources.files("streamrelay").joinpath("static").joinpath("demo.html").read_text()
         )
     except FileNotFoundError:  # pragma: no cover - shipped in the wheel
-        template = "<p>streamrelay demo: POST /v1/chat/completions ({{model}})</p>"
-    return template.replace("{{model}}", html.escape(model)).replace(
-        "{{upstream}}", html.escape(upstream)
+        template = '<p>streamrelay demo: <input id="model" value=""> <span id="upstream"></span>'
+    # The file is a working page as it is (the browser tests load it raw), so the
+    # values are set in its elements rather than in placeholders.
+    page, models = _MODEL_FIELD.subn(
+        lambda m: m.group(1) + html.escape(model, quote=True) + m.group(2), template, count=1
     )
+    page, upstreams = _UPSTREAM_SPAN.subn(
+        lambda m: m.group(1) + html.escape(upstream) + m.group(2), page, count=1
+    )
+    if (models, upstreams) != (1, 1):  # pragma: no cover - the page and this code disagree
+        raise RuntimeError("demo.html lost its #model field or #upstream element")
+    return page
+
+
+_MODEL_FIELD = re.compile(r'(<input id="model"[^>]*\bvalue=")[^"]*(")')
+_UPSTREAM_SPAN = re.compile(r'(<span id="upstream"[^>]*>)[^<]*(</span>)')
 
 
 def _demo(args: argparse.Namespace) -> int:
