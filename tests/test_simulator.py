@@ -809,6 +809,6 @@ def test_command_line(program: list[str]) -> None:
     data = sse_data(response.content)
     assert data[-1].startswith('{"error"')
     assert len(data) == 3  # the role, one token (half of --tokens 2), the error
-    assert [model["id"] for model in models["data"]] == ["cli-model"]
+    assert [model["id"] for model in models["data"]] == ["cli-model", "sim-2", "sim-3"]
     assert "streamrelay simulator on http://127.0.0.1:" in stderr[0]
     assert "POST /v1/chat/completions fault=mid_error -> 200 finished" in stderr[0]

@@ -16,6 +16,7 @@ __all__ = [
     "header",
     "negotiate_format",
     "read_body",
+    "send_answer",
     "send_error",
     "send_passthrough",
     "send_rejection",
@@ -62,12 +63,19 @@ async def send_rejection(send: Send, exc: RequestRejected) -> None:
 
 async def send_passthrough(send: Send, exc: UpstreamStatusError) -> None:
     """The upstream's own error status, body and rate-limit headers, never wrapped in a 200."""
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers]
-    if not any(k == b"content-type" for k, _ in headers):
-        headers.append((b"content-type", b"application/json"))
-    headers.append((b"content-length", str(len(exc.body)).encode()))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": exc.body})
+    await send_answer(send, exc.status_code, exc.headers, exc.body)
+
+
+async def send_answer(
+    send: Send, status: int, headers: Iterable[tuple[str, str]], body: bytes
+) -> None:
+    """A whole upstream answer (JSON unless it says otherwise) with its kept headers."""
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if not any(k == b"content-type" for k, _ in raw):
+        raw.append((b"content-type", b"application/json"))
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def read_body(receive: Receive, limit: int, content_length: int | None) -> bytes:

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 from starlette.exceptions import HTTPException
@@ -19,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import _http, _json
 from .config import RequestLimits, StreamSettings, check_format_name, settings_or_default
-from .errors import ConfigurationError, RequestRejected
+from .errors import ConfigurationError, RequestRejected, UpstreamUnavailable
 from .outcome import StreamObserver
 from .pipeline import run_stream
 from .upstream import Upstream
@@ -134,12 +135,67 @@ class StreamRelay:
                 )
                 return
             await self._chat(scope, receive, send)
+        elif path == "/models" or path.startswith("/models/"):
+            model_id = path[len("/models/") :] if path != "/models" else None
+            await self._models(scope, send, model_id)
         elif path in _STATIC and scope["method"] in ("GET", "HEAD"):
             await _send_static(scope, send, *_STATIC[path])
         else:
             await _http.send_error(
-                send, 404, f"no route {path}; POST /chat/completions", code="not_found"
+                send,
+                404,
+                f"no route {path}; POST /chat/completions, GET /models",
+                code="not_found",
             )
+
+    async def _models(self, scope: Scope, send: Send, model_id: str | None) -> None:
+        """``GET /models`` and ``GET /models/{id}``: the upstream's answer, passed through
+        with the key, limited to ``allowed_models`` when that is set (tools list the
+        models first; a model the relay would refuse is not offered)."""
+        if scope["method"] != "GET":
+            await _http.send_error(
+                send,
+                405,
+                f"method {scope['method']} not allowed; use GET",
+                code="method_not_allowed",
+                headers=[("allow", "GET")],
+            )
+            return
+        allowed = self.allowed_models
+        if model_id is not None and allowed is not None and model_id not in allowed:
+            await _http.send_error(
+                send,
+                404,
+                f"the model {model_id!r} does not exist or is not offered on this relay",
+                code="model_not_found",
+            )
+            return
+        path = "/models" if model_id is None else "/models/" + quote(model_id, safe="/:@")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        timeout = self.settings.first_byte_timeout
+        try:
+            with anyio.fail_after(math.inf if timeout is None else timeout):
+                status, kept, body = await self.upstream.get(path, headers)
+        except RequestRejected as exc:
+            await _http.send_rejection(send, exc)
+            return
+        except UpstreamUnavailable as exc:
+            await _http.send_error(
+                send, exc.status_code, exc.message, code=exc.code, type="upstream_error"
+            )
+            return
+        except TimeoutError:
+            await _http.send_error(
+                send,
+                504,
+                f"the upstream did not answer within {timeout}s",
+                code="upstream_timeout",
+                type="upstream_error",
+            )
+            return
+        if status == 200 and model_id is None and allowed is not None:
+            body = _only_allowed(body, allowed)
+        await _http.send_answer(send, status, kept, body)
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
         accepted = await self._accept(scope, receive, send)
@@ -300,6 +356,20 @@ class StreamRelay:
 
 def _client_address(request: Request, body: dict[str, Any]) -> Hashable | None:
     return request.client.host if request.client is not None else None
+
+
+def _only_allowed(body: bytes, allowed: frozenset[str]) -> bytes:
+    """A ``/models`` list with only the allowed models (left as it is if not a list)."""
+    try:
+        listing = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(listing, dict) or not isinstance(listing.get("data"), list):
+        return body
+    listing["data"] = [
+        model for model in listing["data"] if isinstance(model, dict) and model.get("id") in allowed
+    ]
+    return json.dumps(listing, separators=(",", ":")).encode()
 
 
 def _cap_tokens(body: dict[str, Any], cap: int) -> None:

@@ -23,7 +23,10 @@ from .plan import _Exchange, _Plan
 from .recording import RecordedRequest, SimulatorStats, _Counter
 from .wire import _send_error, _send_json
 
-__all__ = ["Simulator"]
+__all__ = ["EXTRA_MODELS", "Simulator"]
+
+EXTRA_MODELS = ("sim-2", "sim-3")
+"""Models ``GET /v1/models`` lists besides the configured one (any name streams)."""
 
 logger = logging.getLogger("streamrelay.testing")
 
@@ -40,7 +43,8 @@ class Simulator:
 
     Routes, as OpenAI has them (below the app's ``root_path`` when mounted; a
     trailing slash is tolerated): ``POST /v1/chat/completions`` and
-    ``GET /v1/models``. Any other path is a 404, as from a real server, so a
+    ``GET /v1/models`` (the configured model and :data:`EXTRA_MODELS`), and
+    ``GET /v1/models/{id}`` (404 for a model it does not list). Any other path is a 404, as from a real server, so a
     relay configured with a wrong base URL fails in tests as it would in production.
     No authentication is required; every request is recorded in
     :attr:`requests` and chat completions are counted in :attr:`stats`.
@@ -122,12 +126,23 @@ class Simulator:
                 await _send_error(send, record, 405, "Use POST.", allow="POST")
                 return
             await self._chat(record, receive, send)
-        elif path == "/v1/models":
+        elif path == "/v1/models" or path.startswith("/v1/models/"):
             if record.method != "GET":
                 await _send_error(send, record, 405, "Use GET.", allow="GET")
                 return
-            model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "sim"}
-            await _send_json(send, record, 200, {"object": "list", "data": [model]})
+            models = {
+                name: {"id": name, "object": "model", "created": 0, "owned_by": "sim"}
+                for name in (self.config.model, *EXTRA_MODELS)
+            }
+            if path == "/v1/models":
+                await _send_json(send, record, 200, {"object": "list", "data": [*models.values()]})
+            elif path[len("/v1/models/") :] in models:
+                await _send_json(send, record, 200, models[path[len("/v1/models/") :]])
+            else:
+                await _send_error(
+                    send, record, 404, f"The model '{path[len('/v1/models/') :]}' does not exist."
+                )
+                return
             record.outcome = "finished"
         else:
             await _send_error(send, record, 404, f"Unknown path {record.path}.")

@@ -44,7 +44,7 @@ from ..errors import (
     RequestRejected,
     UpstreamStatusError,
 )
-from ..sources import Source
+from ..sources import Source, passthrough_headers
 from . import aiohttp_impl, httpx_impl
 from .http1 import check_header, request_head
 from .native import Origin, Pool, default_ssl_context, open_native
@@ -334,16 +334,8 @@ class Upstream:
         """
         transport = self._resolved_transport()
         headers = dict(self._headers if transport == "httpx" else self._direct_headers)
-        for name, value in self.forwarded(client_headers):
-            # Checked here for every transport alike: the client's mistake, not the
-            # upstream's, and a line break would let a client add headers of its own.
-            try:
-                check_header(name, value)
-            except LocalProtocolError as exc:
-                raise RequestRejected(
-                    400, f"{exc}: it cannot be forwarded upstream", code="invalid_header"
-                ) from None
-            headers[name.lower()] = value
+        for name, value in self._checked(client_headers):  # every transport alike
+            headers[name] = value
         try:
             source = await self._open(transport, path, body, headers)
         except UpstreamStatusError as exc:
@@ -356,6 +348,45 @@ class Upstream:
         if self.secrets and source.kind == "sse":
             source.items = redacting(source.items, self.secrets)
         return source
+
+    async def get(
+        self, path: str, client_headers: Iterable[tuple[str, str]] = ()
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """GET ``base_url + path`` whole, for the small JSON answers of ``/models``:
+        the status, the headers a client may see (:data:`~streamrelay.sources.PASSTHROUGH_HEADERS`)
+        and the body, with the key redacted. Raises
+        :class:`~streamrelay.UpstreamUnavailable` when the upstream cannot be reached."""
+        headers = {
+            name: value
+            for name, value in self._headers.items()
+            if name not in ("content-type", "accept")
+        }
+        headers["accept"] = "application/json"
+        for name, value in self._checked(client_headers):
+            headers[name] = value
+        status, answer_headers, body = await httpx_impl.get(
+            self.client or self._own_httpx(), self._prefix + path + self._query, headers
+        )
+        kept = passthrough_headers(answer_headers)
+        if self.secrets:
+            body = redact(body, self.secrets)
+            kept = [(k, redact(v.encode(), self.secrets).decode()) for k, v in kept]
+        return status, kept, body
+
+    def _checked(self, client_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The forwarded client headers, each checked for what HTTP/1.1 can carry."""
+        checked = []
+        for name, value in self.forwarded(client_headers):
+            # The client's mistake, not the upstream's, and a line break would let a
+            # client add headers of its own.
+            try:
+                check_header(name, value)
+            except LocalProtocolError as exc:
+                raise RequestRejected(
+                    400, f"{exc}: it cannot be forwarded upstream", code="invalid_header"
+                ) from None
+            checked.append((name.lower(), value))
+        return checked
 
     def forwarded(self, client_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The client headers :meth:`open` would forward (those in ``forward_headers``)."""

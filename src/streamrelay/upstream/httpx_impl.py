@@ -16,7 +16,7 @@ from ..errors import UpstreamUnavailable
 from ..sources import Source, from_httpx
 from .failures import connect_timeout, dns_error, host, unreachable
 
-__all__ = ["new_client", "open_httpx"]
+__all__ = ["get", "new_client", "open_httpx"]
 
 
 def new_client(
@@ -66,3 +66,24 @@ async def open_httpx(
     except httpx.HTTPError as exc:
         raise unreachable(url, exc) from exc
     return await from_httpx(response)
+
+
+async def get(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str]
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """GET ``url`` whole (a small JSON answer such as ``/models``): status, headers, body.
+
+    Every transport's control-plane calls go through httpx: they are rare and small,
+    and this keeps one implementation of them.
+    """
+    try:
+        response = await client.get(url, headers=headers, follow_redirects=False)
+    except httpx.ConnectTimeout as exc:
+        raise connect_timeout(url) from exc
+    except httpx.ConnectError as exc:
+        if isinstance(exc.__context__, socket.gaierror) or "name" in str(exc).lower():
+            raise dns_error(url) from exc
+        raise unreachable(url, exc) from exc
+    except httpx.HTTPError as exc:
+        raise unreachable(url, exc) from exc
+    return response.status_code, response.headers.multi_items(), response.content
