@@ -18,6 +18,7 @@ __all__ = [
     "read_body",
     "send_answer",
     "send_error",
+    "send_method_not_allowed",
     "send_passthrough",
     "send_rejection",
 ]
@@ -47,6 +48,17 @@ async def send_error(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_method_not_allowed(send: Send, method: str, allow: str) -> None:
+    """405 for a route that takes only ``allow``."""
+    await send_error(
+        send,
+        405,
+        f"method {method} not allowed; use {allow}",
+        code="method_not_allowed",
+        headers=[("allow", allow)],
+    )
 
 
 async def send_rejection(send: Send, exc: RequestRejected) -> None:

@@ -126,13 +126,7 @@ class StreamRelay:
         path = _route_path(scope)
         if path == "/chat/completions":
             if scope["method"] != "POST":
-                await _http.send_error(
-                    send,
-                    405,
-                    f"method {scope['method']} not allowed; use POST",
-                    code="method_not_allowed",
-                    headers=[("allow", "POST")],
-                )
+                await _http.send_method_not_allowed(send, scope["method"], "POST")
                 return
             await self._chat(scope, receive, send)
         elif path == "/models" or path.startswith("/models/"):
@@ -153,13 +147,7 @@ class StreamRelay:
         with the key, limited to ``allowed_models`` when that is set (tools list the
         models first; a model the relay would refuse is not offered)."""
         if scope["method"] != "GET":
-            await _http.send_error(
-                send,
-                405,
-                f"method {scope['method']} not allowed; use GET",
-                code="method_not_allowed",
-                headers=[("allow", "GET")],
-            )
+            await _http.send_method_not_allowed(send, scope["method"], "GET")
             return
         allowed = self.allowed_models
         if model_id is not None and allowed is not None and model_id not in allowed:

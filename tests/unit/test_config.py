@@ -341,3 +341,8 @@ def test_an_upstream_url_that_cannot_be_a_base_is_refused(url: str, suggestion: 
 )
 def test_base_urls_are_accepted(url: str) -> None:
     assert Upstream(url, api_key="sk-x").base_url == url
+
+
+def test_forward_header_names_must_be_strings() -> None:
+    with pytest.raises(ConfigurationError, match="forward_headers must be header names, got 3"):
+        Upstream(URL, forward_headers=[3])  # type: ignore[list-item]

@@ -48,7 +48,7 @@ from ..sources import Source, passthrough_headers
 from . import aiohttp_impl, httpx_impl
 from .http1 import check_header, request_head
 from .native import Origin, Pool, default_ssl_context, open_native
-from .redaction import SECRET_HEADER_WORDS, redact, redacting, secrets_of
+from .redaction import is_secret_header, redact, redacting, secrets_of
 
 __all__ = [
     "DEFAULT_UPSTREAM",
@@ -204,7 +204,6 @@ class Upstream:
                 f"use [{forward_headers!r}]"
             )
         forward_headers = list(forward_headers)
-        _refuse_framing("forward_headers", forward_headers)
         for name in forward_headers:
             if not isinstance(name, str):
                 raise ConfigurationError(f"forward_headers must be header names, got {name!r}")
@@ -212,6 +211,7 @@ class Upstream:
                 check_header(name, "")
             except LocalProtocolError as exc:
                 raise ConfigurationError(f"forward_headers: {exc}") from None
+        _refuse_framing("forward_headers", forward_headers)
         _refuse_framing("headers", list(headers or {}))
         self.base_url = resolve_upstream(url)
         # Azure puts ?api-version= in the base URL: paths go before the query.
@@ -240,9 +240,8 @@ class Upstream:
             raise ConfigurationError(f"invalid upstream headers: {exc}") from None
         self._headers = base
         self.secrets = secrets_of(key, (headers or {}).items())
-        credentials = bool(key) or any(
-            word in name.lower() for name in headers or {} for word in SECRET_HEADER_WORDS
-        )
+        """The values redacted from upstream bytes (the key, secret-looking headers)."""
+        credentials = bool(key) or any(is_secret_header(name) for name in headers or {})
         if not credentials and not _is_local(urlsplit(self.base_url).hostname or ""):
             warnings.warn(
                 f"no API key for the upstream {self.base_url}: set OPENAI_API_KEY or pass "
@@ -250,7 +249,6 @@ class Upstream:
                 MissingAPIKeyWarning,
                 stacklevel=2,
             )
-        """The values redacted from upstream bytes (the key, secret-looking headers)."""
         self._owned_httpx: httpx.AsyncClient | None = None
         # aiohttp sessions and native pools belong to one event loop each.
         self._pools: dict[int, tuple[Any, Callable[[Any], Awaitable[None]]]] = {}

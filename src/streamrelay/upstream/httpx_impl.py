@@ -7,8 +7,10 @@ Its pool scan grows with every open connection, which shows at high concurrency
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
+from collections.abc import Iterator
 
 import httpx
 
@@ -43,8 +45,29 @@ async def open_httpx(
     # which arrives decoded as latin-1) would raise instead of going on unchanged.
     raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
     request = client.build_request("POST", url, content=body, headers=raw)
-    try:
+    with _failures(url):
         response = await client.send(request, stream=True, follow_redirects=False)
+    return await from_httpx(response)
+
+
+async def get(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str]
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """GET ``url`` whole (a small JSON answer such as ``/models``): status, headers, body.
+
+    Every transport's control-plane calls go through httpx: they are rare and small,
+    and this keeps one implementation of them.
+    """
+    with _failures(url):
+        response = await client.get(url, headers=headers, follow_redirects=False)
+    return response.status_code, response.headers.multi_items(), response.content
+
+
+@contextlib.contextmanager
+def _failures(url: str) -> Iterator[None]:
+    """httpx's exceptions, as the failures every transport reports."""
+    try:
+        yield
     except httpx.ConnectTimeout as exc:
         raise connect_timeout(url) from exc
     except httpx.ConnectError as exc:
@@ -65,25 +88,3 @@ async def open_httpx(
         ) from exc
     except httpx.HTTPError as exc:
         raise unreachable(url, exc) from exc
-    return await from_httpx(response)
-
-
-async def get(
-    client: httpx.AsyncClient, url: str, headers: dict[str, str]
-) -> tuple[int, list[tuple[str, str]], bytes]:
-    """GET ``url`` whole (a small JSON answer such as ``/models``): status, headers, body.
-
-    Every transport's control-plane calls go through httpx: they are rare and small,
-    and this keeps one implementation of them.
-    """
-    try:
-        response = await client.get(url, headers=headers, follow_redirects=False)
-    except httpx.ConnectTimeout as exc:
-        raise connect_timeout(url) from exc
-    except httpx.ConnectError as exc:
-        if isinstance(exc.__context__, socket.gaierror) or "name" in str(exc).lower():
-            raise dns_error(url) from exc
-        raise unreachable(url, exc) from exc
-    except httpx.HTTPError as exc:
-        raise unreachable(url, exc) from exc
-    return response.status_code, response.headers.multi_items(), response.content

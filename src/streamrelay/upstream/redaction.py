@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 
-__all__ = ["REDACTED", "SECRET_HEADER_WORDS", "redact", "redacting", "secrets_of"]
+__all__ = [
+    "REDACTED",
+    "SECRET_HEADER_WORDS",
+    "is_secret_header",
+    "redact",
+    "redacting",
+    "secrets_of",
+]
 
 REDACTED = b"[redacted]"
 """What replaces the API key (and other secret upstream header values) in upstream bytes."""
@@ -18,14 +25,16 @@ SECRET_HEADER_WORDS = ("authorization", "key", "token", "secret")
 """A configured upstream header whose name contains one of these holds a secret."""
 
 
+def is_secret_header(name: str) -> bool:
+    """Whether a configured header's value is a credential (Azure's ``api-key``, ...)."""
+    lowered = name.lower()
+    return any(word in lowered for word in SECRET_HEADER_WORDS)
+
+
 def secrets_of(api_key: str | None, headers: Iterable[tuple[str, str]]) -> tuple[bytes, ...]:
     """The values to redact: the key and every secret-looking configured header value
     (short values are left alone: they would match ordinary text)."""
-    values = [api_key] + [
-        value
-        for name, value in headers
-        if any(word in name.lower() for word in SECRET_HEADER_WORDS)
-    ]
+    values = [api_key] + [value for name, value in headers if is_secret_header(name)]
     return tuple(dict.fromkeys(v.encode() for v in values if v and len(v) >= 8))
 
 
