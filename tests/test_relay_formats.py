@@ -31,14 +31,20 @@ def relay(upstream: str) -> Iterator[str]:
         yield server.url
 
 
-def negotiated(client: httpx.Client, url: str, accept: str | None, query: str = "") -> str:
-    """The format the relay chose, told by the content type (and the body for SSE)."""
+def negotiated(
+    client: httpx.Client, url: str, accept: str | None, query: str = "", *, stream: bool = True
+) -> str:
+    """The format the relay chose, told by the content type (and the body for SSE);
+    ``json`` for the upstream's whole answer."""
     headers = {"accept": accept} if accept is not None else {}
     response = client.post(
-        url + "/chat/completions" + query, json=chat_body(tokens=2), headers=headers
+        url + "/chat/completions" + query, json=chat_body(tokens=2, stream=stream), headers=headers
     )
     assert response.status_code == 200, response.text
     content_type = response.headers["content-type"]
+    if content_type == "application/json":
+        assert response.json()["object"] == "chat.completion"
+        return "json"
     if content_type == "text/event-stream":  # sse and openai share it
         return "sse" if b"\nevent: start\n" in response.content else "openai"
     return {MEDIA["text"]: "text", MEDIA["ndjson"]: "ndjson"}[content_type]
@@ -52,18 +58,22 @@ def test_query_format_wins(client: httpx.Client, relay: str, fmt: str) -> None:
 @pytest.mark.parametrize(
     ("accept", "fmt"),
     [
-        ("text/event-stream", "sse"),
-        ("application/x-ndjson", "ndjson"),
-        ("text/plain", "text"),
+        # An OpenAI client (it asks for none of ours) gets the OpenAI wire...
+        ("text/event-stream", "openai"),  # go-openai and others send it for streams
         ("application/json", "openai"),  # what OpenAI SDKs send
+        ("*/*", "openai"),  # the Vercel AI SDK's providers
+        (None, "openai"),
+        ("image/png", "openai"),
+        ("text/plain;q=0.5, */*", "openai"),
+        ("application/json;q=0.2, text/event-stream;q=0.8, text/plain;q=0.5", "openai"),
+        # ... and a client that asks for one of ours gets it.
+        ("application/x-ndjson", "ndjson"),
+        ("application/jsonl", "ndjson"),
+        ("text/plain", "text"),
         ("text/plain;q=0.5, application/x-ndjson;q=0.9", "ndjson"),
         ("application/x-ndjson;q=0, text/plain", "text"),
-        ("application/json;q=0.2, text/event-stream;q=0.8, text/plain;q=0.5", "sse"),
         ("image/png, text/plain;q=0.1", "text"),
-        ("*/*", "sse"),
-        ("text/plain;q=0.5, */*", "sse"),
-        ("image/png", "sse"),
-        (None, "sse"),
+        ("text/event-stream;q=0.5, application/x-ndjson", "ndjson"),
     ],
 )
 def test_accept_negotiation(client: httpx.Client, relay: str, accept: str | None, fmt: str) -> None:
@@ -71,12 +81,37 @@ def test_accept_negotiation(client: httpx.Client, relay: str, accept: str | None
 
 
 @pytest.mark.parametrize(
-    ("accept", "fmt"), [(None, "ndjson"), ("*/*", "ndjson"), ("text/plain", "text")]
+    ("accept", "query", "fmt"),
+    [
+        (None, "", "json"),
+        ("*/*", "", "json"),
+        ("application/json", "", "json"),
+        ("text/event-stream", "", "json"),  # as OpenAI answers it
+        ("application/x-ndjson", "", "ndjson"),  # asking for a format means a stream
+        ("text/plain", "", "text"),
+        (None, "?format=sse", "sse"),
+        (None, "?format=openai", "openai"),
+    ],
 )
-def test_configured_default_format(
+def test_a_request_without_stream_true_gets_json_unless_it_asks_for_a_format(
+    sim: Simulator, client: httpx.Client, relay: str, accept: str | None, query: str, fmt: str
+) -> None:
+    assert negotiated(client, relay + "/ai", accept, query, stream=False) == fmt
+    # The upstream saw a stream exactly when the client gets one.
+    assert sim.requests[-1].json().get("stream", False) is (fmt != "json")
+
+
+@pytest.mark.parametrize(
+    ("accept", "fmt"),
+    [(None, "ndjson"), ("*/*", "ndjson"), ("text/event-stream", "ndjson"), ("text/plain", "text")],
+)
+def test_configured_default_format_replaces_the_openai_wire_for_streams(
     client: httpx.Client, relay: str, accept: str | None, fmt: str
 ) -> None:
     assert negotiated(client, relay + "/nd", accept) == fmt
+    assert negotiated(client, relay + "/nd", accept, stream=False) == (
+        "json" if fmt == "ndjson" else fmt
+    )
 
 
 @pytest.mark.parametrize("name", ["xml", "", "SSE2", "json"])
@@ -156,7 +191,7 @@ def test_sse_events_are_numbered_and_typed(
     ]
     assert "".join(e["text"] for e in out.events if e["type"] == "delta") == tokens[0]
     assert out.events[-2] == {"type": "usage", **completion["usage"]}
-    assert out.raw.startswith(b": stream open\n\nid: 1\nevent: start\ndata: {")
+    assert out.raw.startswith(b": stream open\nid: 1\nevent: start\ndata: {")
 
 
 def test_ndjson_is_one_event_per_line(sim: Simulator, client: httpx.Client, relay: str) -> None:
@@ -196,5 +231,5 @@ def test_openai_format_is_the_upstream_stream(
     with client.stream("POST", upstream + "/chat/completions", json=body) as direct:
         reference = b"".join(direct.iter_raw())
     # Byte for byte, apart from the opening comment.
-    assert out.raw == b": stream open\n\n" + reference
+    assert out.raw == b": stream open\n" + reference
     assert [e.data for e in parse_sse(out.raw).events][-1] == "[DONE]"

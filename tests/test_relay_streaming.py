@@ -223,7 +223,7 @@ def test_heartbeats_during_an_upstream_stall(
         assert out.sse is not None
         assert set(out.sse.comments) == {"stream open", "ping"}
         # Pings came during the stall: between the 2nd and the 3rd token.
-        before, _, after = out.raw.partition(b": ping\n\n")
+        before, _, after = out.raw.partition(b": ping\n")
         assert out.raw.rstrip().endswith(b"[DONE]" if fmt == "openai" else b'{"type":"done"}')
         assert b": ping" not in out.raw[out.raw.rindex(b"data:") :]
         assert before and after

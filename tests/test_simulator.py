@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
+import openai
 import pytest
 
 import streamrelay.cli
@@ -31,6 +32,8 @@ import streamrelay.testing.cli
 import streamrelay.testing.server
 from streamrelay.testing import (
     FAULTS,
+    ROUTE_FAULTS,
+    ROUTES,
     ServerThread,
     Simulator,
     SimulatorConfig,
@@ -138,11 +141,11 @@ class RawResponse:
     terminated: bool  # the chunked body ended with its 0-length chunk
 
 
-def raw_post(base_url: str, body: dict[str, Any]) -> RawResponse:
+def raw_post(base_url: str, body: dict[str, Any], path: str = "/chat/completions") -> RawResponse:
     url = urlsplit(base_url)
     payload = json.dumps(body).encode()
     request = (
-        f"POST {url.path}/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"POST {url.path}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode() + payload
@@ -289,17 +292,31 @@ def test_routes(sim: Simulator, base_url: str, client: httpx.Client) -> None:
     assert (
         client.post(base_url + "/chat/completions/", json=request_body(tokens=1)).status_code == 200
     )
+    assert client.post(base_url + "/responses/", json={"input": "Hi"}).status_code == 200
+    assert client.post(base_url + "/completions", json={"prompt": "Hi"}).status_code == 200
     # Only the paths a real server has: a relay with a wrong base URL must fail here too.
     for wrong in (
         "/chat/completions",
+        "/responses",
+        "/completions",
         "/v1/chat/completions/chat/completions",
+        "/v1/responses/resp_123",
+        "/v1/responses/v1/responses",
+        "/v1/chat/responses",
+        "/v1/completions/chat",
+        "/v1/v1/completions",
         "/v2/chat/completions",
     ):
         response = client.post(root + wrong, json=request_body(tokens=1))
         assert response.status_code == 404, wrong
     models = client.get(base_url + "/models/").json()
     assert models["data"][0]["id"] == "sim-1"
-    assert client.get(base_url + "/chat/completions").status_code == 405
+    for path in ("/chat/completions", "/responses", "/completions"):
+        response = client.get(base_url + path)
+        assert response.status_code == 405, path
+        assert response.headers["allow"] == "POST"
+    response = client.post(base_url + "/models", json={})
+    assert (response.status_code, response.headers["allow"]) == (405, "GET")
     missing = client.get(base_url + "/nope")
     assert missing.status_code == 404
     assert "message" in missing.json()["error"]
@@ -552,6 +569,29 @@ def test_tool_calls(sim: Simulator, base_url: str, client: httpx.Client) -> None
     assert finish_reasons(payloads) == {0: "tool_calls"}
 
 
+def test_a_tool_result_gets_a_text_answer(
+    sim: Simulator, base_url: str, client: httpx.Client
+) -> None:
+    body = request_body(fault="tools")
+    (call,) = sim.completion(body)["choices"][0]["message"]["tool_calls"]
+    follow_up = {
+        **body,
+        "messages": [
+            *body["messages"],
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "sunny"},
+        ],
+    }
+    payloads = chunks(post(client, base_url, follow_up).content)
+    assert finish_reasons(payloads) == {0: "stop"}
+    text = contents(payloads)
+    assert text and text == sim.expected_text(follow_up)
+    assert (
+        "tool_calls" not in sim.completion(follow_up)["choices"][0]["message"]
+        or not (sim.completion(follow_up)["choices"][0]["message"]["tool_calls"])
+    )
+
+
 def test_refusal(sim: Simulator, base_url: str, client: httpx.Client) -> None:
     body = request_body(fault="refusal")
     payloads = chunks(post(client, base_url, body).content)
@@ -559,6 +599,142 @@ def test_refusal(sim: Simulator, base_url: str, client: httpx.Client) -> None:
     assert refusal == "I'm sorry, but I can't help with that."
     assert refusal == sim.completion(body)["choices"][0]["message"]["refusal"]
     assert contents(payloads) == ""
+
+
+def test_reasoning_streams_deepseek_reasoning_content_first(
+    sim: Simulator, base_url: str, client: httpx.Client
+) -> None:
+    body = {**request_body(fault="reasoning", tokens=4, reasoning_tokens=3)}
+    body["stream_options"] = {"include_usage": True}
+    payloads = chunks(post(client, base_url, body).content)
+    deltas = [p["choices"][0]["delta"] for p in payloads if p["choices"]]
+    assert deltas[0] == {"role": "assistant", "content": ""}
+    assert [set(d) for d in deltas[1:8]] == [{"content", "reasoning_content"}] * 7
+    assert [d["content"] is None for d in deltas[1:8]] == [True] * 3 + [False] * 4
+    assert [d["reasoning_content"] is None for d in deltas[1:8]] == [False] * 3 + [True] * 4
+    reasoning = contents(payloads, key="reasoning_content")
+    assert reasoning == sim.expected_reasoning(body) != ""
+    assert not reasoning.startswith(" ")
+    assert contents(payloads) == sim.expected_text(body)
+    assert payloads[-1]["usage"]["completion_tokens"] == 7
+    assert payloads[-1]["usage"]["completion_tokens_details"] == {"reasoning_tokens": 3}
+
+    whole_body = {**body, "stream": False}
+    whole = post(client, base_url, whole_body).json()
+    assert whole == sim.completion(whole_body)
+    message = whole["choices"][0]["message"]
+    assert message["reasoning_content"] == reasoning
+    assert message["content"] == contents(payloads)
+    # Without the fault, nothing changes: no reasoning, no usage details.
+    plain = sim.completion(request_body(tokens=4))
+    assert "reasoning_content" not in plain["choices"][0]["message"]
+    assert "completion_tokens_details" not in plain["usage"]
+    assert sim.expected_reasoning(request_body(tokens=4)) == ""
+
+
+def test_reasoning_text_tokens_and_limits(
+    sim: Simulator, base_url: str, client: httpx.Client
+) -> None:
+    body = request_body(fault="reasoning", reasoning_text="Think\nhard.", chunk_size=3, tokens=2)
+    payloads = chunks(post(client, base_url, body).content)
+    pieces = [p["choices"][0]["delta"]["reasoning_content"] for p in payloads[1:5]]
+    assert pieces == ["Thi", "nk\n", "har", "d."]
+    assert sim.expected_reasoning(body) == "Think\nhard."
+    # max_tokens counts the reasoning, as OpenAI's reasoning models do.
+    cut = {**request_body(fault="reasoning", reasoning_tokens=5, tokens=5), "max_tokens": 3}
+    payloads = chunks(post(client, base_url, cut).content)
+    assert finish_reasons(payloads) == {0: "length"}
+    assert contents(payloads) == "" == sim.expected_text(cut)
+    assert len(contents(payloads, key="reasoning_content").split()) == 3
+    for bad in ({"reasoning_tokens": -1}, {"reasoning_text": 3}):
+        assert post(client, base_url, request_body(**bad)).status_code == 400
+
+
+def test_parts_stream_mistral_thinking_then_text_parts(
+    sim: Simulator, base_url: str, client: httpx.Client
+) -> None:
+    body = request_body(fault="parts", tokens=3, reasoning_tokens=2)
+    payloads = chunks(post(client, base_url, body).content)
+    deltas = [p["choices"][0]["delta"] for p in payloads[1:-1]]
+    assert [part["type"] for d in deltas for part in d["content"]] == ["thinking"] * 2 + [
+        "text"
+    ] * 3
+    thinking = "".join(
+        inner["text"]
+        for d in deltas
+        for part in d["content"]
+        if part["type"] == "thinking"
+        for inner in part["thinking"]
+    )
+    text = "".join(part["text"] for d in deltas for part in d["content"] if part["type"] == "text")
+    assert thinking == sim.expected_reasoning(body)
+    assert text == sim.expected_text(body)
+    message = post(client, base_url, {**body, "stream": False}).json()["choices"][0]["message"]
+    assert message["content"] == [
+        {"type": "thinking", "thinking": [{"type": "text", "text": thinking}]},
+        {"type": "text", "text": text},
+    ]
+    assert message == sim.completion(body)["choices"][0]["message"]
+
+
+def test_tool_index_collision(sim: Simulator, base_url: str, client: httpx.Client) -> None:
+    body = request_body(fault="tool_index_collision")
+    payloads = chunks(post(client, base_url, body).content)
+    fragments = [
+        fragment
+        for payload in payloads
+        for fragment in payload["choices"][0]["delta"].get("tool_calls", [])
+    ]
+    assert {fragment["index"] for fragment in fragments} == {0}
+    # Told apart by id: a fragment without one belongs to the last call that had one.
+    calls: list[dict[str, str]] = []
+    for fragment in fragments:
+        if "id" in fragment:
+            calls.append({"id": fragment["id"], "name": fragment["function"]["name"]})
+            calls[-1]["arguments"] = ""
+        else:
+            calls[-1]["arguments"] += fragment["function"]["arguments"]
+    assert len(calls) == 2 and calls[0]["id"] != calls[1]["id"]
+    assert calls == sim.expected_tool_calls(body)
+    assert finish_reasons(payloads) == {0: "tool_calls"}
+    three = request_body(fault="tool_index_collision", tool_calls=3)
+    assert len(sim.completion(three)["choices"][0]["message"]["tool_calls"]) == 3
+
+
+def test_openai_sdk_reads_reasoning_and_parts(sim: Simulator, base_url: str) -> None:
+    client = openai.OpenAI(base_url=base_url, api_key="unused")
+    body = request_body(fault="reasoning", tokens=5)
+    stream = client.chat.completions.create(
+        model="sim-1", messages=MESSAGES, stream=True, extra_body={"simulator": body["simulator"]}
+    )
+    reasoning, text = "", ""
+    for chunk in stream:
+        delta = chunk.choices[0].delta
+        reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+        text += delta.content or ""
+    assert (reasoning, text) == (sim.expected_reasoning(body), sim.expected_text(body))
+    whole = client.chat.completions.create(
+        model="sim-1", messages=MESSAGES, extra_body={"simulator": {"fault": "parts"}}
+    )
+    assert isinstance(whole.choices[0].message.content, list)
+
+
+def test_a_fault_a_route_cannot_honour(sim: Simulator, base_url: str, client: httpx.Client) -> None:
+    response = post(client, base_url, request_body(fault=["crlf", "failed"]))
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "The fault(s) failed do not apply to POST /v1/chat/completions."
+    )
+    # A default the route cannot honour is left out, and not recorded.
+    defaults = sim.config
+    sim.config = defaults.replace(fault=["failed", "crlf"])
+    try:
+        raw = post(client, base_url, request_body(tokens=2)).content
+    finally:
+        sim.config = defaults
+    assert raw.endswith(b"data: [DONE]\r\n\r\n")
+    assert sim.requests[-1].faults == ("crlf",)
+    assert ROUTE_FAULTS["chat"] == set(FAULTS) - {"failed"}
 
 
 # Framing.
@@ -613,9 +789,22 @@ def test_faults_combine(sim: Simulator, base_url: str, client: httpx.Client) -> 
     assert sim.requests[-1].faults == tuple(faults)
 
 
-def test_every_fault_is_tested() -> None:
-    source = Path(__file__).read_text()
-    assert [name for name in FAULTS if f'"{name}"' not in source] == []
+def test_every_fault_is_tested_on_every_route_that_honours_it() -> None:
+    here = Path(__file__).parent
+    sources = {
+        "chat": (here / "test_simulator.py").read_text(),
+        "completions": (here / "test_simulator_completions.py").read_text(),
+        "responses": (here / "test_simulator_responses.py").read_text(),
+    }
+    untested = [
+        (route, name)
+        for route, faults in ROUTE_FAULTS.items()
+        for name in sorted(faults)
+        if f'"{name}"' not in sources[route]
+    ]
+    assert untested == []
+    assert set(ROUTE_FAULTS) == set(ROUTES) == {"chat", "completions", "responses"}
+    assert set().union(*ROUTE_FAULTS.values()) == set(FAULTS)
 
 
 # Stats and servers.
@@ -698,6 +887,7 @@ def test_command_line_options_make_the_config() -> None:
             *("--error-type", "server_error", "--code", "500", "--retry-after", "none"),
             *("--text", "hello", "--piece", "a", "--piece", "b", "--chunk-size", "2"),
             *("--size", "10", "--tool-calls", "2", "--created", "now"),
+            *("--reasoning-tokens", "5", "--reasoning-text", "hmm"),
         ]
     )
     assert config_from_args(args) == SimulatorConfig(
@@ -721,6 +911,8 @@ def test_command_line_options_make_the_config() -> None:
         size=10,
         tool_calls=2,
         created=None,
+        reasoning_tokens=5,
+        reasoning_text="hmm",
     )
     assert config_from_args(parser.parse_args(["--code", "rate_limit"])).code == "rate_limit"
 
@@ -806,9 +998,15 @@ def test_command_line(program: list[str]) -> None:
     with command(*program, *options) as (url, stderr):
         response = httpx.post(url + "/v1/chat/completions", json=request_body())
         models = httpx.get(url + "/v1/models").json()
+        answer = httpx.post(url + "/v1/responses", json={"input": "Hi"}).json()
+        text = httpx.post(url + "/v1/completions", json={"prompt": "Hi", "stream": True}).text
     data = sse_data(response.content)
     assert data[-1].startswith('{"error"')
     assert len(data) == 3  # the role, one token (half of --tokens 2), the error
     assert [model["id"] for model in models["data"]] == ["cli-model", "sim-2", "sim-3"]
     assert "streamrelay simulator on http://127.0.0.1:" in stderr[0]
     assert "POST /v1/chat/completions fault=mid_error -> 200 finished" in stderr[0]
+    assert answer["model"] == "cli-model" and answer["status"] == "completed"
+    assert text.count("data: ") == 2 and '"error"' in text  # one token, then the error
+    assert "POST /v1/responses fault=mid_error -> 200 finished" in stderr[0]
+    assert "POST /v1/completions fault=mid_error -> 200 finished" in stderr[0]

@@ -40,7 +40,7 @@ FORMATS = ("text", "ndjson", "sse", "openai")
 MESSAGES = [{"role": "user", "content": "Tell me something."}]
 RELAY_KEY = "sk-relay-secret"
 T = TypeVar("T")
-PREAMBLE = b": stream open\n\n"
+PREAMBLE = b": stream open\n"
 """What the ``sse`` and ``openai`` formats send with the headers."""
 
 
@@ -157,7 +157,7 @@ class Outcome:
             return self.raw.decode("utf-8")
         if self.fmt == "openai":
             return "".join(
-                choice["delta"].get("content") or ""
+                _parts_text(choice["delta"].get("content"), "text")
                 for chunk in self.events
                 for choice in chunk.get("choices") or ()
                 if choice.get("index") == index and choice.get("delta")
@@ -179,16 +179,21 @@ class Outcome:
         )
 
     def tool_calls(self, index: int = 0) -> list[dict[str, Any]]:
-        """Tool calls of choice ``index``, accumulated as a client would."""
-        calls: dict[int, dict[str, Any]] = {}
+        """Tool calls of choice ``index``, accumulated as a client would (in the ``openai``
+        format, a fragment with a new ``id`` at an index in use starts a new call)."""
+        calls: dict[Any, dict[str, Any]] = {}
         if self.fmt == "openai":
+            latest: dict[int, Any] = {}  # upstream index -> key of its current call
             for chunk in self.events:
                 for choice in chunk.get("choices") or ():
                     if choice.get("index") != index:
                         continue
                     for frag in (choice.get("delta") or {}).get("tool_calls") or ():
+                        key = latest.get(frag["index"])
+                        if key is None or (frag.get("id") and frag["id"] != calls[key]["id"]):
+                            key = latest[frag["index"]] = len(calls)
                         call = calls.setdefault(
-                            frag["index"],
+                            key,
                             {
                                 "id": None,
                                 "type": "function",
@@ -199,18 +204,33 @@ class Outcome:
                         function = frag.get("function") or {}
                         call["function"]["name"] = function.get("name") or call["function"]["name"]
                         call["function"]["arguments"] += function.get("arguments") or ""
-        else:
-            for e in self.events:
-                if e["type"] != "tool_call" or e["index"] != index:
-                    continue
-                call = calls.setdefault(
-                    e["call"],
-                    {"id": None, "type": "function", "function": {"name": None, "arguments": ""}},
-                )
-                call["id"] = e.get("id") or call["id"]
-                call["function"]["name"] = e.get("name") or call["function"]["name"]
-                call["function"]["arguments"] += e["arguments"]
+            return list(calls.values())
+        for e in self.events:
+            if e["type"] != "tool_call" or e["index"] != index:
+                continue
+            call = calls.setdefault(
+                e["call"],
+                {"id": None, "type": "function", "function": {"name": None, "arguments": ""}},
+            )
+            call["id"] = e.get("id") or call["id"]
+            call["function"]["name"] = e.get("name") or call["function"]["name"]
+            call["function"]["arguments"] += e["arguments"]
         return [calls[k] for k in sorted(calls)]
+
+    def reasoning(self, index: int = 0) -> str:
+        """The reasoning text of choice ``index`` (the ``reasoning`` events, or in the
+        ``openai`` format the upstream's ``reasoning_content``)."""
+        if self.fmt == "openai":
+            return "".join(
+                (choice["delta"].get("reasoning_content") or "")
+                + _parts_text(choice["delta"].get("content"), "thinking")
+                for chunk in self.events
+                for choice in chunk.get("choices") or ()
+                if choice.get("index") == index and choice.get("delta")
+            )
+        return "".join(
+            e["text"] for e in self.events if e["type"] == "reasoning" and e["index"] == index
+        )
 
     def finish_reasons(self) -> dict[int, str]:
         if self.fmt == "openai":
@@ -233,6 +253,24 @@ class Outcome:
             ]
         assert len(usages) <= 1, usages
         return usages[0] if usages else None
+
+
+def _parts_text(content: Any, kind: str) -> str:
+    """The ``kind`` text of a delta's content: a string is all ``text``; a list of
+    Mistral-style parts has ``text`` parts and ``thinking`` parts (of text parts)."""
+    if isinstance(content, str):
+        return content if kind == "text" else ""
+    if not isinstance(content, list):
+        return ""
+    out = []
+    for part in content:
+        if part.get("type") != kind:
+            continue
+        if kind == "text":
+            out.append(part["text"])
+        else:
+            out.extend(p["text"] for p in part["thinking"] if p.get("type") == "text")
+    return "".join(out)
 
 
 def parse_body(fmt: str, raw: bytes, outcome: Outcome) -> None:
@@ -373,10 +411,18 @@ def check_wire(outcome: Outcome) -> None:
 EVENT_FIELDS: dict[str, set[str]] = {
     "start": {"type", "id", "model"},
     "delta": {"type", "index", "text"},
+    "reasoning": {"type", "index", "text"},
     "refusal": {"type", "index", "text"},
     "tool_call": {"type", "index", "call", "id", "name", "arguments"},
     "finish": {"type", "index", "reason"},
-    "usage": {"type", "prompt_tokens", "completion_tokens", "total_tokens"},
+    "usage": {
+        "type",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+    },
     "error": {"type", "message", "code", "status"},
     "done": {"type"},
 }

@@ -50,7 +50,7 @@ test("ndjson: nothing after done is read or yielded", async () => {
 });
 
 test("ndjson: an event type this client does not know passes through", async () => {
-  const future = { type: "reasoning", index: 0, text: "hmm" };
+  const future = { type: "citation", index: 0, url: "https://example.org/", extra: [1, { a: null }] };
   const { events } = await drain(run("ndjson", [ndjson(future, { type: "done" })]));
   assert.deepEqual(events, [future, { type: "done" }]);
 });

@@ -67,10 +67,12 @@ test("result(): choices, refusal, tool calls joined, finish reasons, usage, id a
     id: "chatcmpl-9",
     model: "sim-1",
     text: "Let me check",
+    reasoning: "",
     choices: [
       {
         index: 0,
         text: "Let me check",
+        reasoning: null,
         refusal: null,
         finishReason: "tool_calls",
         toolCalls: [
@@ -78,7 +80,7 @@ test("result(): choices, refusal, tool calls joined, finish reasons, usage, id a
           { id: "call_b", name: "get_time", arguments: "{}" },
         ],
       },
-      { index: 1, text: "Sorry", refusal: "I can't help.", finishReason: "stop", toolCalls: [] },
+      { index: 1, text: "Sorry", reasoning: null, refusal: "I can't help.", finishReason: "stop", toolCalls: [] },
     ],
     usage: { prompt_tokens: 10, completion_tokens: 20, total_tokens: 30 },
   });

@@ -35,7 +35,18 @@ if TYPE_CHECKING:
         UpstreamStatusError,
         UpstreamUnavailable,
     )
-    from .events import Delta, Done, Error, Event, Finish, Refusal, Start, ToolCall, Usage
+    from .events import (
+        Delta,
+        Done,
+        Error,
+        Event,
+        Finish,
+        Reasoning,
+        Refusal,
+        Start,
+        ToolCall,
+        Usage,
+    )
     from .formats import FORMATS
     from .middleware import StreamRelayMiddleware
     from .outcome import Ending, Outcome
@@ -62,6 +73,7 @@ _EXPORTS = {
     "Error": "events",
     "Event": "events",
     "Finish": "events",
+    "Reasoning": "events",
     "Refusal": "events",
     "Start": "events",
     "ToolCall": "events",
@@ -89,6 +101,7 @@ __all__ = [
     "LocalProtocolError",
     "Outcome",
     "ProtocolError",
+    "Reasoning",
     "Refusal",
     "RelayResponse",
     "RemoteProtocolError",

@@ -13,6 +13,7 @@ from .negotiation import format_param, negotiate
 __all__ = [
     "ClientDisconnected",
     "disconnect_waiter",
+    "error_body",
     "header",
     "negotiate_format",
     "read_body",
@@ -34,7 +35,7 @@ async def send_error(
     headers: Iterable[tuple[str, str]] = (),
 ) -> None:
     """A JSON error in OpenAI's shape: ``{"error": {"message", "type", "code"}}``."""
-    body = _json.dumps({"error": {"message": message, "type": type, "code": code}})
+    body = error_body(message, code=code, type=type)
     await send(
         {
             "type": "http.response.start",
@@ -48,6 +49,11 @@ async def send_error(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def error_body(message: str, *, code: str | None, type: str = "invalid_request_error") -> bytes:
+    """OpenAI's error body, ``{"error": {"message", "type", "code"}}``, as bytes."""
+    return _json.dumps({"error": {"message": message, "type": type, "code": code}})
 
 
 async def send_method_not_allowed(send: Send, method: str, allow: str) -> None:

@@ -1,4 +1,10 @@
-"""``StreamRelay``: the mountable ASGI app that relays ``POST <mount>/chat/completions``."""
+"""``StreamRelay``: the mountable ASGI app that serves the OpenAI API surface below its mount.
+
+``POST /chat/completions``, ``POST /responses`` and ``POST /completions`` are
+relayed with the server's key, streaming or not; ``GET /models`` and
+``GET /models/{id}`` pass through. Which answer a request gets (the OpenAI wire,
+the upstream's JSON, or one of our formats) is decided once, in :meth:`StreamRelay._accept`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
@@ -19,8 +26,15 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from . import _http, _json
+from .answer import relay_answer
 from .config import RequestLimits, StreamSettings, check_format_name, settings_or_default
-from .errors import ConfigurationError, RequestRejected, UpstreamUnavailable
+from .errors import (
+    ConfigurationError,
+    RequestRejected,
+    UnsupportedFormat,
+    UpstreamUnavailable,
+)
+from .negotiation import asked_format, format_param
 from .outcome import StreamObserver
 from .pipeline import run_stream
 from .upstream import Upstream
@@ -40,6 +54,29 @@ PrincipalHook = Callable[[Request, dict[str, Any]], "Hashable | None"]
 :attr:`RequestLimits.max_streams_per_principal <streamrelay.RequestLimits>`
 (``None``: not limited). The default is the client's IP address."""
 
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """One of the OpenAI routes that start a generation, and how its body is checked."""
+
+    name: str  # the API's name, for logs and metrics
+    field: str  # the body field the route requires
+    kinds: tuple[type, ...]  # the JSON types that field may have
+    caps: tuple[str, ...]  # the token limits capped by ``max_tokens``; the first is set if none
+
+
+_ROUTES = {
+    "/chat/completions": _Route(
+        "chat.completions", "messages", (list,), ("max_tokens", "max_completion_tokens")
+    ),
+    "/responses": _Route("responses", "input", (str, list), ("max_output_tokens",)),
+    "/completions": _Route("completions", "prompt", (str, list), ("max_tokens",)),
+}
+
+_Accepted = tuple[str, bytes, "str | None", list[tuple[str, str]], "Hashable | None"]
+"""An accepted generation: upstream path, body, format (``None``: a whole JSON answer),
+forwarded headers, principal."""
+
 _STATIC = {
     "/streamrelay.js": ("streamrelay.js", b"text/javascript; charset=utf-8"),
     "/streamrelay.d.ts": ("streamrelay.d.ts", b"application/typescript; charset=utf-8"),
@@ -54,18 +91,26 @@ class StreamRelay:
         relay = StreamRelay(Upstream("https://api.openai.com/v1", api_key="sk-..."))
         app = Starlette(routes=[Mount("/ai", relay)])      # or FastAPI's app.mount
 
-    It serves ``POST <mount>/chat/completions`` (trailing slash tolerated), adds
-    the server's key, forces ``stream: true``, and answers in the negotiated
-    format (``?format=``, then ``Accept``, then ``default_format``). It also
-    serves the browser client at ``<mount>/streamrelay.js``.
+    It serves the OpenAI API below the mount (trailing slashes tolerated), with the
+    server's key: ``POST /chat/completions``, ``POST /responses`` and
+    ``POST /completions``, streaming and not, and ``GET /models[/{id}]``. A client
+    that asks for one of our formats (``?format=``, or an ``Accept`` of
+    ``application/x-ndjson`` or ``text/plain``) is streamed in it; any other client
+    is an OpenAI client and gets what OpenAI would give it: the OpenAI wire for
+    ``"stream": true``, else the upstream's JSON answer. It also serves the browser
+    client at ``<mount>/streamrelay.js``.
 
     Args:
         upstream: the :class:`~streamrelay.upstream.Upstream` to call, or its URL
             (``StreamRelay("http://localhost:11434/v1")``). Default: ``Upstream()``,
             which reads ``STREAMRELAY_UPSTREAM``/``OPENAI_BASE_URL`` and
             ``OPENAI_API_KEY``.
-        default_format: ``"sse"``, ``"ndjson"``, ``"text"`` or ``"openai"``, for
-            clients that ask for none.
+        default_format: the format of a ``"stream": true`` request that asks for
+            none of ours. ``None`` (the default) gives such clients the OpenAI wire,
+            which every OpenAI SDK expects; a format name (``"sse"``, ...) is for
+            apps whose own front end sends neither ``?format=`` nor ``Accept``, at
+            the price of the SDKs' streams. Requests without ``"stream": true``
+            get the upstream's JSON either way.
         stream: the :class:`~streamrelay.StreamSettings` (heartbeat, timeouts, event size).
         limits: the :class:`~streamrelay.RequestLimits` (body and header size, body
             timeout, streams per principal).
@@ -81,7 +126,7 @@ class StreamRelay:
         self,
         upstream: Upstream | str | None = None,
         *,
-        default_format: str = "sse",
+        default_format: str | None = None,
         stream: StreamSettings | None = None,
         limits: RequestLimits | None = None,
         allowed_models: Iterable[str] | None = None,
@@ -91,7 +136,9 @@ class StreamRelay:
         on_stream_end: StreamObserver | None = None,
     ) -> None:
         self.upstream = upstream if isinstance(upstream, Upstream) else Upstream(upstream)
-        self.default_format = check_format_name(default_format)
+        self.default_format = (
+            check_format_name(default_format) if default_format is not None else None
+        )
         self.settings = settings_or_default(stream, StreamSettings, "stream")
         self.limits = settings_or_default(limits, RequestLimits, "limits")
         if isinstance(allowed_models, str):
@@ -124,11 +171,14 @@ class StreamRelay:
         if scope["type"] != "http":
             return  # websockets are not ours; the host routes them
         path = _route_path(scope)
-        if path == "/chat/completions":
+        route = _ROUTES.get(path)
+        if route is not None:
             if scope["method"] != "POST":
                 await _http.send_method_not_allowed(send, scope["method"], "POST")
                 return
-            await self._chat(scope, receive, send)
+            accepted = await self._accept(scope, receive, send, path, route)
+            if accepted is not None:
+                await self._relay(receive, send, *accepted)
         elif path == "/models" or path.startswith("/models/"):
             model_id = path[len("/models/") :] if path != "/models" else None
             await self._models(scope, send, model_id)
@@ -138,7 +188,7 @@ class StreamRelay:
             await _http.send_error(
                 send,
                 404,
-                f"no route {path}; POST /chat/completions, GET /models",
+                f"no route {path}; POST /chat/completions, /responses or /completions, GET /models",
                 code="not_found",
             )
 
@@ -185,14 +235,9 @@ class StreamRelay:
             body = _only_allowed(body, allowed)
         await _http.send_answer(send, status, kept, body)
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        accepted = await self._accept(scope, receive, send)
-        if accepted is not None:
-            await self._relay(receive, send, *accepted)
-
     async def _accept(
-        self, scope: Scope, receive: Receive, send: Send
-    ) -> tuple[bytes, str, list[tuple[str, str]], Hashable | None] | None:
+        self, scope: Scope, receive: Receive, send: Send, path: str, route: _Route
+    ) -> _Accepted | None:
         """Read and check the request; send the error and return ``None`` if refused."""
         limits = self.limits
         if sum(len(k) + len(v) for k, v in scope["headers"]) > limits.max_header_bytes:
@@ -205,13 +250,17 @@ class StreamRelay:
             return None
         request = Request(scope)
         try:
-            fmt = _http.negotiate_format(scope, self.default_format)
-            body = await self._read_request(request, receive)
+            fmt = _asked(scope)
+            body = await self._read_request(request, receive, route)
         except RequestRejected as exc:
             await _http.send_rejection(send, exc)
             return None
         except _http.ClientDisconnected:
             return None
+        if fmt is None and body.get("stream") is True:
+            fmt = self.default_format or "openai"
+        if fmt is not None:
+            body["stream"] = True  # a request that names a format is always streamed
         # Built once per request and held for the stream's life: the stdlib's
         # exact-size bytes, not orjson's (which keeps a 4 KiB buffer per result).
         payload = json.dumps(body, separators=(",", ":")).encode()
@@ -230,25 +279,36 @@ class StreamRelay:
                     return None
                 self._streams[principal] += 1
         forwarded = self.upstream.forwarded(request.headers.items())
-        return payload, fmt, forwarded, principal
+        return path, payload, fmt, forwarded, principal
 
     async def _relay(
         self,
         receive: Receive,
         send: Send,
+        path: str,
         payload: bytes,
-        fmt: str,
+        fmt: str | None,
         client_headers: list[tuple[str, str]],
         principal: Hashable | None,
     ) -> None:
-        """Stream one accepted request. (Kept apart from the parsing so that the
-        request and its parsed body are not held for the stream's life.)"""
+        """Stream (or answer whole) one accepted request. (Kept apart from the parsing
+        so that the request and its parsed body are not held for the stream's life.)"""
         upstream = self.upstream
-
-        async def open_source() -> Any:
-            return await upstream.open("/chat/completions", payload, client_headers)
-
         try:
+            if fmt is None:
+                await relay_answer(
+                    send,
+                    call=lambda: upstream.post(path, payload, client_headers),
+                    wait_disconnect=_http.disconnect_waiter(receive),
+                    settings=self.settings,
+                    headers=((b"vary", b"accept"),),
+                    observer=self.on_stream_end,
+                )
+                return
+
+            async def open_source() -> Any:
+                return await upstream.open(path, payload, client_headers)
+
             await run_stream(
                 send,
                 open_source=open_source,
@@ -264,7 +324,9 @@ class StreamRelay:
                 if self._streams[principal] <= 0:
                     del self._streams[principal]
 
-    async def _read_request(self, request: Request, receive: Receive) -> dict[str, Any]:
+    async def _read_request(
+        self, request: Request, receive: Receive, route: _Route
+    ) -> dict[str, Any]:
         # A missing type is refused too: a cross-site no-cors fetch sends none, and
         # requiring JSON is what forces such a request through a CORS preflight.
         content_type = request.headers.get("content-type", "")
@@ -300,9 +362,12 @@ class StreamRelay:
                 400, "the request body must be a JSON object", code="invalid_body"
             )
         body: dict[str, Any] = parsed
-        if not isinstance(body.get("messages"), list):
+        if not isinstance(body.get(route.field), route.kinds):
+            kinds = " or ".join(_JSON_NAMES[kind] for kind in route.kinds)
             raise RequestRejected(
-                400, "'messages' is required and must be an array", code="invalid_messages"
+                400,
+                f"'{route.field}' is required and must be {kinds}",
+                code=f"invalid_{route.field}",
             )
         if self.prepare is not None:
             body = await self._run_prepare(request, body)
@@ -312,8 +377,7 @@ class StreamRelay:
                 403, f"model {model!r} is not allowed on this relay", code="model_not_allowed"
             )
         if self.max_tokens is not None:
-            _cap_tokens(body, self.max_tokens)
-        body["stream"] = True
+            _cap_tokens(body, self.max_tokens, route.caps)
         return body
 
     async def _run_prepare(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
@@ -360,9 +424,24 @@ def _only_allowed(body: bytes, allowed: frozenset[str]) -> bytes:
     return json.dumps(listing, separators=(",", ":")).encode()
 
 
-def _cap_tokens(body: dict[str, Any], cap: int) -> None:
+_JSON_NAMES: dict[type, str] = {list: "an array", str: "a string", dict: "an object"}
+
+
+def _asked(scope: Scope) -> str | None:
+    """The format the request asked for, ``None`` for an OpenAI client, or a 406."""
+    try:
+        return asked_format(
+            format_param(scope.get("query_string", b"")), _http.header(scope, b"accept")
+        )
+    except UnsupportedFormat as exc:
+        raise RequestRejected(
+            406, str(exc), code="unsupported_format", headers={"vary": "accept"}
+        ) from None
+
+
+def _cap_tokens(body: dict[str, Any], cap: int, keys: tuple[str, ...]) -> None:
     present = False
-    for key in ("max_tokens", "max_completion_tokens"):
+    for key in keys:
         value = body.get(key)
         if value is not None:
             present = True
@@ -372,7 +451,7 @@ def _cap_tokens(body: dict[str, Any], cap: int) -> None:
                 )
             body[key] = min(value, cap)
     if not present:
-        body["max_tokens"] = cap
+        body[keys[0]] = cap
 
 
 def _route_path(scope: Scope) -> str:

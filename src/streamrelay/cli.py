@@ -237,7 +237,13 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     serve.add_argument(
         "--mount", default="/v1", metavar="PATH", help="path prefix to serve at (default /v1)"
     )
-    serve.add_argument("--format", default="sse", choices=list(FORMATS), help="default format")
+    serve.add_argument(
+        "--format",
+        default=None,
+        choices=list(FORMATS),
+        help="format of streams that ask for none (default: the OpenAI wire, which the SDKs "
+        "expect; requests without stream:true get JSON either way)",
+    )
     serve.add_argument(
         "--heartbeat",
         type=float,
@@ -406,7 +412,7 @@ class _ServeOptions:
 
     upstream: str
     mount: str
-    format: str
+    format: str | None
     heartbeat: float
     api_key_env: str | None  # None: the Upstream's default, OPENAI_API_KEY
     log_level: str
@@ -461,7 +467,8 @@ def _serve(args: argparse.Namespace) -> int:
             f"streamrelay {__version__}: relaying {base}{mount}/chat/completions (Ctrl-C to stop)",
             f"  upstream: {options.upstream}",
             f"  API key: {key_source}",
-            f"  default format: {args.format}; heartbeat: {args.heartbeat or 'off'}",
+            f"  default format: {args.format or 'the OpenAI wire'}; "
+            f"heartbeat: {args.heartbeat or 'off'}",
         ]
         if args.workers > 1:
             lines.append(f"  workers: {args.workers}")

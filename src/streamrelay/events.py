@@ -21,6 +21,7 @@ __all__ = [
     "Error",
     "Event",
     "Finish",
+    "Reasoning",
     "Refusal",
     "Start",
     "ToolCall",
@@ -50,6 +51,25 @@ class Delta:
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "delta", "index": self.index, "text": self.text}
+
+
+@dataclass(slots=True)
+class Reasoning:
+    """A piece of the model's reasoning for choice ``index``.
+
+    From whichever field the upstream's dialect uses for it: ``reasoning_content``
+    (DeepSeek, xAI, vLLM), ``reasoning`` and ``reasoning_details`` (OpenRouter),
+    ``thinking`` content parts (Mistral), the Responses API's reasoning summary and
+    reasoning text deltas. It is never part of the answer's content: the ``text``
+    format leaves it out.
+    """
+
+    index: int
+    text: str
+    type: ClassVar[str] = "reasoning"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "reasoning", "index": self.index, "text": self.text}
 
 
 @dataclass(slots=True)
@@ -103,20 +123,36 @@ class Finish:
 
 @dataclass(slots=True)
 class Usage:
-    """Token accounting, from the upstream's usage chunk."""
+    """Token accounting, from the upstream's usage chunk.
+
+    ``prompt_tokens_details`` and ``completion_tokens_details`` are the upstream's
+    own detail objects when it sends them (``cached_tokens``, ``reasoning_tokens``,
+    ...), passed on as they are; the Responses API's ``input_tokens_details`` and
+    ``output_tokens_details`` land here too.
+
+    >>> Usage(3, 5, 8, completion_tokens_details={"reasoning_tokens": 2}).to_dict()["completion_tokens_details"]
+    {'reasoning_tokens': 2}
+    """
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: dict[str, Any] | None = None
+    completion_tokens_details: dict[str, Any] | None = None
     type: ClassVar[str] = "usage"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "type": "usage",
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.prompt_tokens_details is not None:
+            d["prompt_tokens_details"] = self.prompt_tokens_details
+        if self.completion_tokens_details is not None:
+            d["completion_tokens_details"] = self.completion_tokens_details
+        return d
 
 
 @dataclass(slots=True)
@@ -150,5 +186,5 @@ class Done:
         return {"type": "done"}
 
 
-Event = Start | Delta | Refusal | ToolCall | Finish | Usage | Error | Done
+Event = Start | Delta | Reasoning | Refusal | ToolCall | Finish | Usage | Error | Done
 """Any normalized event."""

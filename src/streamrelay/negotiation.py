@@ -4,6 +4,14 @@
 'sse'
 >>> negotiate("ndjson", "text/event-stream", "sse")
 'ndjson'
+
+On the mount's OpenAI routes a request that does not ask for one of our formats
+is an OpenAI client, whatever its ``Accept`` (:func:`asked_format`):
+
+>>> asked_format(None, "text/event-stream") is None
+True
+>>> asked_format(None, "application/x-ndjson")
+'ndjson'
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from urllib.parse import parse_qsl
 from .errors import RequestRejected, UnsupportedFormat
 from .formats import ACCEPT_TYPES, FORMATS
 
-__all__ = ["MEDIA_TYPES", "format_param", "negotiate"]
+__all__ = ["MEDIA_TYPES", "OPENAI_CLIENT_TYPES", "asked_format", "format_param", "negotiate"]
 
 MEDIA_TYPES: dict[str, str] = ACCEPT_TYPES
 """Accept media types and the format each selects.
@@ -57,6 +65,50 @@ def negotiate(query_format: str | None, accept: str | None, default: str) -> str
         if best is not None:
             return best
     return default
+
+
+OPENAI_CLIENT_TYPES = frozenset({"application/json", "text/event-stream"})
+"""``Accept`` media types that OpenAI clients send, which therefore ask for nothing
+of ours on an OpenAI route: the SDKs send ``application/json``, several of them
+(go-openai, for one) ``text/event-stream`` for streams, others ``*/*`` or nothing."""
+
+
+def asked_format(query_format: str | None, accept: str | None) -> str | None:
+    """The format a request on an OpenAI route asked for, or ``None`` for an OpenAI client.
+
+    Asking means ``?format=`` (which must name a known format, else
+    :class:`~streamrelay.errors.UnsupportedFormat`), or an ``Accept`` whose most
+    preferred type selects a format and is not one of
+    :data:`OPENAI_CLIENT_TYPES` or a wildcard: ``application/x-ndjson`` (or
+    ``application/jsonl``), ``text/plain``, or a registered format's own type.
+    Such a request is streamed in that format; any other gets what OpenAI would
+    give it (the OpenAI wire for ``"stream": true``, else the JSON answer).
+
+    >>> asked_format(None, "text/plain;q=0.5, */*") is None
+    True
+    >>> asked_format("SSE", None)
+    'sse'
+    """
+    if query_format is not None:
+        return negotiate(query_format, None, "")
+    if not accept:
+        return None
+    best: str | None = None
+    best_q = 0.0
+    for part in accept.split(","):
+        media, _, params = part.partition(";")
+        media = media.strip().lower()
+        if media in OPENAI_CLIENT_TYPES or media.endswith("/*"):
+            fmt = ""  # an OpenAI client's type, at its own preference
+        else:
+            found = MEDIA_TYPES.get(media)
+            if found is None:
+                continue
+            fmt = found
+        q = _quality(params)
+        if q > best_q:
+            best, best_q = fmt, q
+    return best or None
 
 
 def _covers_default(wildcard: str, default: str) -> bool:

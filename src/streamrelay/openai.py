@@ -21,11 +21,26 @@ from typing import Any
 
 from . import _json
 from .errors import ProtocolError
-from .events import Delta, Done, Error, Event, Finish, Refusal, Start, ToolCall, Usage
+from .events import (
+    Delta,
+    Done,
+    Error,
+    Event,
+    Finish,
+    Reasoning,
+    Refusal,
+    Start,
+    ToolCall,
+    Usage,
+)
 
 __all__ = ["ChunkDecoder"]
 
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+_REASONING_EVENTS = frozenset(
+    {"response.reasoning_summary_text.delta", "response.reasoning_text.delta"}
+)
+_THINKING_PARTS = frozenset({"thinking", "reasoning"})
 
 
 class ChunkDecoder:
@@ -42,6 +57,7 @@ class ChunkDecoder:
         "_choices",
         "_finished",
         "_started",
+        "_tool_calls",
         "_tool_seen",
         "model",
         "terminated",
@@ -53,6 +69,7 @@ class ChunkDecoder:
         self._choices: set[int] = set()
         self._finished: set[int] = set()
         self._calls: dict[int, int] = {}  # Responses output_index -> call number
+        self._tool_calls: dict[int, _CallNumbers] = {}  # chat: choice -> its calls
         self._tool_seen = False
         self.terminated = False
         self.model: str | None = None
@@ -86,6 +103,9 @@ class ChunkDecoder:
         error = _error_of(obj)
         if error is not None:
             self.terminated = True
+            usage = obj.get("usage")  # OpenRouter reports what the failed call cost
+            if isinstance(usage, dict):
+                return [self._chat_usage(usage), error]
             return [error]
         kind = obj.get("type")
         if isinstance(kind, str) and kind.startswith("response."):
@@ -144,9 +164,31 @@ class ChunkDecoder:
         self.model = start.model or None
         return start
 
-    def _usage(self, prompt: int, completion: int, total: int) -> Usage:
-        self.usage = Usage(prompt, completion, total)
+    def _usage(
+        self,
+        usage: Mapping[str, Any],
+        prompt: str,
+        completion: str,
+        prompt_details: str,
+        completion_details: str,
+    ) -> Usage:
+        self.usage = Usage(
+            _int(usage.get(prompt)),
+            _int(usage.get(completion)),
+            _int(usage.get("total_tokens")),
+            _dict(usage.get(prompt_details)),
+            _dict(usage.get(completion_details)),
+        )
         return self.usage
+
+    def _chat_usage(self, usage: Mapping[str, Any]) -> Usage:
+        return self._usage(
+            usage,
+            "prompt_tokens",
+            "completion_tokens",
+            "prompt_tokens_details",
+            "completion_tokens_details",
+        )
 
     # chat.completions -------------------------------------------------------
 
@@ -165,13 +207,7 @@ class ChunkDecoder:
             if not self._started:
                 self._started = True
                 events.insert(0, self._start(obj))
-            events.append(
-                self._usage(
-                    _int(usage.get("prompt_tokens")),
-                    _int(usage.get("completion_tokens")),
-                    _int(usage.get("total_tokens")),
-                )
-            )
+            events.append(self._chat_usage(usage))
         return events
 
     def _choice(self, choice: Mapping[str, Any], events: list[Event]) -> None:
@@ -181,9 +217,14 @@ class ChunkDecoder:
         self._choices.add(index)
         delta = choice.get("delta")
         if isinstance(delta, dict):
+            if "reasoning_content" in delta or "reasoning" in delta or "reasoning_details" in delta:
+                _reasoning_fields(index, delta, events)
             content = delta.get("content")
-            if content and isinstance(content, str):
-                events.append(Delta(index, content))
+            if content:
+                if isinstance(content, str):
+                    events.append(Delta(index, content))
+                elif isinstance(content, list):
+                    _content_parts(index, content, events)
             refusal = delta.get("refusal")
             if refusal and isinstance(refusal, str):
                 events.append(Refusal(index, refusal))
@@ -191,10 +232,10 @@ class ChunkDecoder:
             if isinstance(tool_calls, list):
                 for position, call in enumerate(tool_calls):
                     if isinstance(call, dict):
-                        events.append(_tool_call(index, call, position))
+                        events.append(self._tool_call(index, call, position))
             function_call = delta.get("function_call")  # pre-tools API
             if isinstance(function_call, dict):
-                events.append(_tool_call(index, {"function": function_call}, 0))
+                events.append(self._tool_call(index, {"function": function_call}, 0))
         else:
             text = choice.get("text")  # legacy completions
             if text and isinstance(text, str):
@@ -204,6 +245,26 @@ class ChunkDecoder:
             self._finished.add(index)
             events.append(Finish(index, reason))
 
+    def _tool_call(self, index: int, call: Mapping[str, Any], position: int) -> ToolCall:
+        function = call.get("function")
+        function = function if isinstance(function, dict) else {}
+        upstream = call.get("index", position)
+        if not isinstance(upstream, int) or isinstance(upstream, bool):
+            upstream = position
+        call_id = call.get("id")
+        call_id = call_id if isinstance(call_id, str) and call_id else None
+        numbers = self._tool_calls.get(index)
+        if numbers is None:
+            numbers = self._tool_calls[index] = _CallNumbers()
+        name = function.get("name")
+        return ToolCall(
+            index,
+            numbers.number(upstream, call_id),
+            _str(function.get("arguments")),
+            id=call_id,
+            name=name if isinstance(name, str) and name else None,
+        )
+
     # Responses API ----------------------------------------------------------
 
     def _responses_event(self, kind: str, obj: Mapping[str, Any]) -> list[Event]:
@@ -211,6 +272,11 @@ class ChunkDecoder:
             return self._with_start(obj, Delta(0, _str(obj.get("delta"))))
         if kind == "response.refusal.delta":
             return self._with_start(obj, Refusal(0, _str(obj.get("delta"))))
+        if kind in _REASONING_EVENTS:
+            text = obj.get("delta")
+            if text and isinstance(text, str):
+                return self._with_start(obj, Reasoning(0, text))
+            return []
         if kind == "response.output_item.added":
             item = obj.get("item")
             if isinstance(item, dict) and item.get("type") == "function_call":
@@ -262,9 +328,11 @@ class ChunkDecoder:
         if isinstance(usage, dict):
             events.append(
                 self._usage(
-                    _int(usage.get("input_tokens")),
-                    _int(usage.get("output_tokens")),
-                    _int(usage.get("total_tokens")),
+                    usage,
+                    "input_tokens",
+                    "output_tokens",
+                    "input_tokens_details",
+                    "output_tokens_details",
                 )
             )
         events.append(Done())
@@ -305,19 +373,113 @@ def _error_from(err: Mapping[str, Any]) -> Error:
     return Error(_str(err.get("message")) or "upstream error", str(code), status)
 
 
-def _tool_call(index: int, call: Mapping[str, Any], position: int) -> ToolCall:
-    function = call.get("function")
-    function = function if isinstance(function, dict) else {}
-    number = call.get("index", position)
-    name = function.get("name")
-    call_id = call.get("id")
-    return ToolCall(
-        index,
-        number if isinstance(number, int) else position,
-        _str(function.get("arguments")),
-        id=call_id if isinstance(call_id, str) and call_id else None,
-        name=name if isinstance(name, str) and name else None,
-    )
+class _CallNumbers:
+    """The tool-call numbers of one choice.
+
+    A call keeps the upstream's ``index`` as its number, so a stream that numbers
+    its calls itself (OpenAI: distinct indices, the ``id`` on a call's first
+    fragment only) is passed on unchanged. A fragment whose ``id`` differs from the
+    one its index carries so far starts a new call, numbered after every number in
+    use; fragments without an ``id`` continue the latest call of their index.
+    """
+
+    __slots__ = ("current", "top", "used")
+
+    def __init__(self) -> None:
+        self.current: dict[int, tuple[str | None, int]] = {}  # index -> (id, number)
+        self.used: set[int] = set()
+        self.top = -1  # the highest number in use
+
+    def number(self, upstream: int, call_id: str | None) -> int:
+        current = self.current.get(upstream)
+        if current is not None:
+            seen_id, number = current
+            if call_id is None or call_id == seen_id:
+                return number
+            if seen_id is None:  # the id came after the call's first fragment
+                self.current[upstream] = (call_id, number)
+                return number
+            number = self.top + 1  # a second call under the same index
+        elif upstream in self.used:  # taken by a call renumbered earlier
+            number = self.top + 1
+        else:
+            number = upstream
+        self.current[upstream] = (call_id, number)
+        self.used.add(number)
+        self.top = max(self.top, number)
+        return number
+
+
+def _reasoning_fields(index: int, delta: Mapping[str, Any], events: list[Event]) -> None:
+    """The reasoning a delta carries in its own fields, each distinct text once."""
+    texts: list[str] = []
+    for text in (
+        delta.get("reasoning_content"),
+        delta.get("reasoning"),
+        _details_text(delta.get("reasoning_details")),
+    ):
+        if text and isinstance(text, str) and text not in texts:
+            texts.append(text)
+            events.append(Reasoning(index, text))
+
+
+def _details_text(details: object) -> str:
+    """The text of OpenRouter's ``reasoning_details`` (encrypted ones have none)."""
+    if not isinstance(details, list):
+        return ""
+    pieces: list[str] = []
+    for detail in details:
+        if isinstance(detail, dict):
+            kind = detail.get("type")
+            text = (
+                detail.get("text")
+                if kind == "reasoning.text"
+                else detail.get("summary")
+                if kind == "reasoning.summary"
+                else None
+            )
+            if text and isinstance(text, str):
+                pieces.append(text)
+    return "".join(pieces)
+
+
+def _content_parts(index: int, parts: list[Any], events: list[Event]) -> None:
+    """Content sent as a list of parts: text, thinking (Mistral), refusal; others skipped."""
+    for part in parts:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if text and isinstance(text, str):
+                events.append(Delta(index, text))
+        elif kind in _THINKING_PARTS:
+            text = _part_text(part.get(kind))
+            if not text:
+                text = _part_text(part.get("text"))
+            if text:
+                events.append(Reasoning(index, text))
+        elif kind == "refusal":
+            text = part.get("refusal")
+            if text and isinstance(text, str):
+                events.append(Refusal(index, text))
+
+
+def _part_text(value: object) -> str:
+    """A string, or the text of a list of ``{"type": "text", "text": ...}`` parts."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        return ""
+    pieces = []
+    for part in value:
+        if isinstance(part, str):
+            pieces.append(part)
+        elif isinstance(part, dict) and part.get("type", "text") == "text":
+            text = part.get("text")
+            if isinstance(text, str):
+                pieces.append(text)
+    return "".join(pieces)
 
 
 def _str(value: object) -> str:
@@ -326,3 +488,7 @@ def _str(value: object) -> str:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _dict(value: object) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None

@@ -73,6 +73,8 @@ class Outcome:
         ttfb: seconds until the response headers went out, ``None`` if they never did
             as a stream.
         duration: seconds from the engine's start to the end.
+        streaming: ``False`` for a whole (non-streaming) answer, whose ``format`` is
+            ``"json"``: it counts tokens and errors, but it is not a stream.
     """
 
     ending: Ending
@@ -85,6 +87,7 @@ class Outcome:
     events_out: int = 0
     ttfb: float | None = None
     duration: float = 0.0
+    streaming: bool = True
 
     @property
     def ok(self) -> bool:

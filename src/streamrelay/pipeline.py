@@ -77,7 +77,14 @@ from .sources import Source
 from .timing import Deadlines, Due
 from .transcoder import Transcoder
 
-__all__ = ["STREAM_HEADERS", "Declined", "StreamAborted", "run_stream"]
+__all__ = [
+    "STREAM_HEADERS",
+    "Declined",
+    "StreamAborted",
+    "log_outcome",
+    "observe",
+    "run_stream",
+]
 
 logger = logging.getLogger("streamrelay")
 
@@ -153,9 +160,9 @@ async def run_stream(
             # ending is still unset, and the observer still hears of it.
             stream.end(Ending.SHUTDOWN, "shutdown")
             outcome = stream.outcome()
-            _log(outcome, crash)
+            log_outcome(outcome, crash)
             if observer is not None:
-                await _observe(observer, outcome)
+                await observe(observer, outcome)
     if declined:
         return None
     if crash is not None:
@@ -500,13 +507,15 @@ class _Stream:
         return None
 
 
-def _log(outcome: Outcome, crash: Exception | None) -> None:
+def log_outcome(outcome: Outcome, crash: Exception | None) -> None:
+    """The one log line of a stream's (or a whole answer's) end."""
     if crash is not None:
         return  # the server logs the exception with its traceback
     level = logging.INFO if outcome.ending in _QUIET_ENDINGS else logging.WARNING
     logger.log(
         level,
-        "stream %s%s: status=%s format=%s model=%s events=%d bytes=%d ttfb=%s duration=%.0fms%s",
+        "%s %s%s: status=%s format=%s model=%s events=%d bytes=%d ttfb=%s duration=%.0fms%s",
+        "stream" if outcome.streaming else "answer",
         outcome.ending.value,
         f" ({outcome.code})" if outcome.code and outcome.ending is not Ending.DONE else "",
         outcome.status if outcome.status is not None else "-",
@@ -524,7 +533,7 @@ def _log(outcome: Outcome, crash: Exception | None) -> None:
     )
 
 
-async def _observe(observer: StreamObserver, outcome: Outcome) -> None:
+async def observe(observer: StreamObserver, outcome: Outcome) -> None:
     """Call the user's observer; its failure is logged, never the client's problem."""
     try:
         result = observer(outcome)

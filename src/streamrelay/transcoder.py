@@ -76,7 +76,8 @@ class Transcoder:
             except ProtocolError as exc:
                 out.append(self.fail(Error(str(exc), exc.code)))
                 break
-            out.append(self._encode(events, message.data))
+            name = message.event
+            out.append(self._encode(events, message.data, None if name == "message" else name))
             if self.terminated:
                 break
         else:
@@ -105,7 +106,10 @@ class Transcoder:
         """One parsed chunk (e.g. from the openai SDK), with its JSON text if known."""
         if self.terminated:
             return b""
-        return self._encode(self._chunks.feed_object(chunk), raw)
+        name = chunk.get("type")  # a Responses API event's name
+        return self._encode(
+            self._chunks.feed_object(chunk), raw, name if type(name) is str else None
+        )
 
     def feed_text(self, text: str) -> bytes:
         """A plain text piece: content of choice 0."""
@@ -151,20 +155,21 @@ class Transcoder:
         """The format's keep-alive bytes (empty for ``text``)."""
         return b"" if self.terminated else self.encoder.heartbeat()
 
-    def _encode(self, events: list[Event], raw: str | None) -> bytes:
-        if not events:
+    def _encode(self, events: list[Event], raw: str | None, name: str | None = None) -> bytes:
+        """Encode one upstream chunk's events; ``name`` is the upstream event's own
+        name (the Responses API's typed events), for formats that pass them on."""
+        if events:
+            last = events[-1]
+            if type(last) is Error or type(last) is Done:
+                self.terminated = True
+                self._chunks.terminated = True
+                if type(last) is Error:
+                    self.error = last
+            self.events_out += len(events)
+        elif raw is None or not self.encoder.wants_raw:
             # Chunks that carry no event (Azure filter results, role-only deltas)
-            # still pass through unchanged in the openai format.
-            return (
-                self.encoder.encode(events, raw)
-                if raw is not None and self.encoder.wants_raw
-                else b""
-            )
-        last = events[-1]
-        if type(last) is Error or type(last) is Done:
-            self.terminated = True
-            self._chunks.terminated = True
-            if type(last) is Error:
-                self.error = last
-        self.events_out += len(events)
+            # pass through unchanged in the openai format only.
+            return b""
+        if name is not None and raw is not None:
+            return self.encoder.encode_named(name, events, raw)
         return self.encoder.encode(events, raw)

@@ -99,11 +99,24 @@ async def _never_source() -> Any:  # pragma: no cover
     yield b""
 
 
-@pytest.mark.parametrize("entry", ENTRY_POINTS)
-@pytest.mark.parametrize("bad", ["csv", "SSE ", None, 3])
+@pytest.mark.parametrize(
+    ("entry", "bad"),
+    [
+        (entry, bad)
+        for entry in ENTRY_POINTS
+        for bad in ["csv", "SSE ", None, 3]
+        # None is the mount's default: OpenAI clients get the OpenAI wire.
+        if not (bad is None and entry == "StreamRelay")
+    ],
+)
 def test_a_bad_default_format_is_a_configuration_error_everywhere(entry: str, bad: object) -> None:
     with pytest.raises(ConfigurationError, match="default_format must be one of"):
         ENTRY_POINTS[entry](default_format=bad)
+
+
+def test_the_mount_default_format_is_none_and_takes_a_name() -> None:
+    assert StreamRelay("http://127.0.0.1:9/v1").default_format is None
+    assert StreamRelay("http://127.0.0.1:9/v1", default_format="ndjson").default_format == "ndjson"
 
 
 def test_relay_response_refuses_a_bad_default_even_when_the_request_names_a_format() -> None:

@@ -319,8 +319,8 @@ def test_base_encoder() -> None:
     [
         ("text", b"", b""),
         ("ndjson", b"", b'{"type":"ping"}\n'),
-        ("sse", b": stream open\n\n", b": ping\n\n"),
-        ("openai", b": stream open\n\n", b": ping\n\n"),
+        ("sse", b": stream open\n", b": ping\n"),
+        ("openai", b": stream open\n", b": ping\n"),
     ],
 )
 def test_preamble_and_heartbeat(name: str, preamble: bytes, heartbeat: bytes) -> None:

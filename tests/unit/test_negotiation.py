@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from streamrelay.errors import RequestRejected, UnsupportedFormat
 from streamrelay.formats import FORMATS
-from streamrelay.negotiation import MEDIA_TYPES, format_param, negotiate
+from streamrelay.negotiation import MEDIA_TYPES, asked_format, format_param, negotiate
 
 # --- ?format= ------------------------------------------------------------------------
 
@@ -208,3 +208,49 @@ def test_any_query_string_is_handled(query: bytes) -> None:
         assert exc.status_code == 400
         return
     assert value is None or ("\r" not in value and "\n" not in value)
+
+
+# The OpenAI routes: asking for one of our formats, or being an OpenAI client -------------
+
+
+@pytest.mark.parametrize(
+    ("query", "accept", "expected"),
+    [
+        (None, None, None),
+        (None, "*/*", None),
+        (None, "application/json", None),
+        (None, "text/event-stream", None),
+        (None, "text/event-stream, application/json", None),
+        (None, "image/png", None),  # nothing of ours asked for
+        (None, "text/*", None),
+        (None, "application/x-ndjson", "ndjson"),
+        (None, "application/jsonl", "ndjson"),
+        (None, "text/plain", "text"),
+        (None, "text/plain; charset=utf-8", "text"),
+        (None, "TEXT/PLAIN", "text"),
+        (None, "text/plain;q=0.5, */*", None),  # prefers anything: an OpenAI client
+        (None, "*/*;q=0.1, text/plain", "text"),
+        (None, "text/event-stream;q=0.5, application/x-ndjson", "ndjson"),
+        (None, "application/x-ndjson;q=0, text/event-stream", None),
+        (None, "application/x-ndjson;q=0", None),
+        (None, "application/x-ndjson;q=bad", None),
+        ("sse", None, "sse"),
+        ("openai", "application/x-ndjson", "openai"),
+        (" NDJSON ", "text/event-stream", "ndjson"),
+    ],
+)
+def test_asked_format(query: str | None, accept: str | None, expected: str | None) -> None:
+    assert asked_format(query, accept) == expected
+
+
+def test_asked_format_refuses_an_unknown_name() -> None:
+    with pytest.raises(UnsupportedFormat):
+        asked_format("xml", None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_any_accept_header_gives_a_format_or_an_openai_client(accept: str) -> None:
+    result = asked_format(None, accept)
+    assert result is None or result in FORMATS
+    assert result not in ("sse", "openai")  # only ?format= asks for those

@@ -1,8 +1,9 @@
 """ChunkDecoder on chunks shaped like real upstream captures.
 
-The fixtures follow what OpenAI, Azure OpenAI, vLLM, OpenRouter and the
-Responses API actually send (field order, nulls, extra fields and all). Every
-test checks the exact list of normalized events.
+The fixtures follow what OpenAI, Azure OpenAI, vLLM, OpenRouter, DeepSeek, xAI,
+Mistral, Groq and the Responses API actually send (field order, nulls, extra fields
+and all). Every test checks the exact list of normalized events. Whole captured
+streams live in tests/fixtures/providers/ and are checked by test_provider_fixtures.py.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from splits import every_split, random_splits
 from streamrelay import _json
 from streamrelay import openai as openai_module
 from streamrelay.errors import ProtocolError
@@ -27,12 +29,14 @@ from streamrelay.events import (
     Error,
     Event,
     Finish,
+    Reasoning,
     Refusal,
     Start,
     ToolCall,
     Usage,
 )
 from streamrelay.openai import ChunkDecoder
+from streamrelay.sse import SSEDecoder
 
 TRUNCATED = Error(
     "the upstream stream ended before the response was complete", code="upstream_truncated"
@@ -74,6 +78,13 @@ def chat(
 
 
 START = Start("chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT", "gpt-4o-2024-08-06")
+PROMPT_DETAILS = {"cached_tokens": 0, "audio_tokens": 0}
+COMPLETION_DETAILS = {
+    "reasoning_tokens": 0,
+    "audio_tokens": 0,
+    "accepted_prediction_tokens": 0,
+    "rejected_prediction_tokens": 0,
+}
 
 CHAT_TEXT = [
     chat({"role": "assistant", "content": "", "refusal": None}, usage=None),
@@ -88,13 +99,8 @@ CHAT_TEXT = [
             "prompt_tokens": 19,
             "completion_tokens": 10,
             "total_tokens": 29,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {
-                "reasoning_tokens": 0,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
-            },
+            "prompt_tokens_details": PROMPT_DETAILS,
+            "completion_tokens_details": COMPLETION_DETAILS,
         },
     },
     "[DONE]",
@@ -108,7 +114,7 @@ def test_chat_text_stream_with_usage() -> None:
         Delta(0, "!"),
         Delta(0, " How can I\nhelp?"),
         Finish(0, "stop"),
-        Usage(19, 10, 29),
+        Usage(19, 10, 29, PROMPT_DETAILS, COMPLETION_DETAILS),
         Done(),
     ]
 
@@ -676,6 +682,7 @@ RESPONSES_TOOL = [
     },
 ]
 RESP_START = Start(RESP_ID, "gpt-4.1-2025-04-14")
+RESP_USAGE = Usage(37, 11, 48, {"cached_tokens": 0}, {"reasoning_tokens": 0})
 
 
 def completed(seq: int = 12) -> dict[str, Any]:
@@ -692,7 +699,7 @@ def test_responses_text() -> None:
         Delta(0, "Hi"),
         Delta(0, " there"),
         Finish(0, "stop"),
-        Usage(37, 11, 48),
+        RESP_USAGE,
         Done(),
     ]
 
@@ -706,7 +713,7 @@ def test_responses_function_call() -> None:
         ToolCall(0, 0, '{"location":'),
         ToolCall(0, 0, '"Paris"}'),
         Finish(0, "tool_calls"),
-        Usage(37, 11, 48),
+        RESP_USAGE,
         Done(),
     ]
 
@@ -763,7 +770,7 @@ def test_responses_incomplete() -> None:
         Delta(0, "Hi"),
         Delta(0, " there"),
         Finish(0, "length"),
-        Usage(37, 11, 48),
+        RESP_USAGE,
         Done(),
     ]
 
@@ -826,7 +833,7 @@ def test_responses_error_event_without_code() -> None:
 
 
 def test_responses_completed_alone_takes_id_and_model_from_the_response() -> None:
-    assert decode([completed()]) == [RESP_START, Finish(0, "stop"), Usage(37, 11, 48), Done()]
+    assert decode([completed()]) == [RESP_START, Finish(0, "stop"), RESP_USAGE, Done()]
 
 
 def test_responses_delta_before_created_starts_with_empty_ids() -> None:
@@ -847,7 +854,8 @@ def test_responses_completed_is_terminal() -> None:
 
 def test_unknown_responses_events_are_ignored() -> None:
     unknown = [
-        {"type": "response.reasoning_summary_text.delta", "delta": "thinking"},
+        {"type": "response.reasoning_summary_text.done", "text": "thinking"},
+        {"type": "response.reasoning_summary_part.added", "part": {"type": "summary_text"}},
         {"type": "response.web_search_call.in_progress", "output_index": 0},
         {
             "type": "response.output_item.added",
@@ -857,6 +865,780 @@ def test_unknown_responses_events_are_ignored() -> None:
         {"type": "response.something_new", "delta": "x"},
     ]
     assert decode(unknown, close=False) == []
+
+
+# --- reasoning ---------------------------------------------------------------------
+
+_DEEPSEEK_HEAD = {
+    "id": "33be18fc-3842-486c-8c29-dd8e578f7f20",
+    "object": "chat.completion.chunk",
+    "created": 1752169304,
+    "model": "deepseek-reasoner",
+    "system_fingerprint": "fp_393bca965e_prod0623_fp8_kvcache",
+}
+
+
+def deepseek(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        **_DEEPSEEK_HEAD,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        "usage": None,
+        **extra,
+    }
+
+
+DEEPSEEK_STREAM = [
+    deepseek({"role": "assistant", "content": None, "reasoning_content": ""}),
+    deepseek({"content": None, "reasoning_content": "H"}),
+    deepseek({"content": None, "reasoning_content": "mm, a greeting."}),
+    deepseek({"content": "Hello", "reasoning_content": None}),
+    deepseek({"content": " there!", "reasoning_content": None}),
+    deepseek(
+        {"content": "", "reasoning_content": None},
+        "stop",
+        usage={
+            "prompt_tokens": 6,
+            "completion_tokens": 212,
+            "total_tokens": 218,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 198},
+            "prompt_cache_hit_tokens": 0,
+            "prompt_cache_miss_tokens": 6,
+        },
+    ),
+    "[DONE]",
+]
+DEEPSEEK_START = Start("33be18fc-3842-486c-8c29-dd8e578f7f20", "deepseek-reasoner")
+
+
+def test_deepseek_reasoning_content() -> None:
+    assert decode(DEEPSEEK_STREAM) == [
+        DEEPSEEK_START,
+        Reasoning(0, "H"),
+        Reasoning(0, "mm, a greeting."),
+        Delta(0, "Hello"),
+        Delta(0, " there!"),
+        Finish(0, "stop"),
+        Usage(6, 212, 218, {"cached_tokens": 0}, {"reasoning_tokens": 198}),
+        Done(),
+    ]
+
+
+def test_xai_reasoning_content_before_role() -> None:
+    # Grok sends the first reasoning token and the role in one delta, reasoning first.
+    chunk = {
+        "id": "7327b9f5-1c2f-0a15-3fef-c14a71c460d3",
+        "object": "chat.completion.chunk",
+        "created": 1770774058,
+        "model": "grok-3-mini",
+        "choices": [{"index": 0, "delta": {"reasoning_content": "First", "role": "assistant"}}],
+        "system_fingerprint": "fp_2a885414fb",
+    }
+    assert decode([chunk], close=False) == [
+        Start("7327b9f5-1c2f-0a15-3fef-c14a71c460d3", "grok-3-mini"),
+        Reasoning(0, "First"),
+    ]
+
+
+def test_reasoning_before_content_in_one_delta() -> None:
+    # vLLM and llama.cpp may close the reasoning and open the answer in one chunk,
+    # in either key order; the reasoning always comes first.
+    for delta in (
+        {"reasoning_content": "so 4.", "content": "4"},
+        {"content": "4", "reasoning_content": "so 4."},
+        {"content": "4", "reasoning": "so 4."},
+    ):
+        assert decode([chat(delta)], close=False) == [START, Reasoning(0, "so 4."), Delta(0, "4")]
+
+
+def test_reasoning_then_tool_call_in_one_delta() -> None:
+    delta = {
+        "reasoning_content": "I need the weather.",
+        "tool_calls": [
+            {"index": 0, "id": "c1", "type": "function", "function": {"name": "w", "arguments": ""}}
+        ],
+    }
+    assert decode([chat(delta)], close=False) == [
+        START,
+        Reasoning(0, "I need the weather."),
+        ToolCall(0, 0, "", id="c1", name="w"),
+    ]
+
+
+def test_vllm_mirrored_reasoning_fields_are_emitted_once() -> None:
+    # Some vLLM versions send the same text as both reasoning_content and reasoning.
+    delta = {"reasoning_content": "Let me think", "reasoning": "Let me think", "content": None}
+    assert decode([chat(delta)], close=False) == [START, Reasoning(0, "Let me think")]
+
+
+_OPENROUTER_HEAD = {
+    "id": "gen-1765226419-AGrwjunAftQIAgweibL8",
+    "provider": "Google",
+    "model": "anthropic/claude-sonnet-4.5",
+    "object": "chat.completion.chunk",
+    "created": 1765226419,
+}
+
+
+def openrouter(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        **_OPENROUTER_HEAD,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "content": "", **delta},
+                "finish_reason": finish,
+                "native_finish_reason": finish,
+                "logprobs": None,
+            }
+        ],
+        **extra,
+    }
+
+
+def text_detail(text: str) -> dict[str, Any]:
+    return {"type": "reasoning.text", "text": text, "format": "anthropic-claude-v1", "index": 0}
+
+
+OPENROUTER_REASONING = [
+    openrouter({"reasoning": None, "reasoning_details": []}),
+    openrouter(
+        {
+            "reasoning": None,
+            "reasoning_details": [
+                {
+                    "type": "reasoning.text",
+                    "text": "",
+                    "signature": "",
+                    "format": "anthropic-claude-v1",
+                    "index": 0,
+                }
+            ],
+        }
+    ),
+    openrouter({"reasoning": "This", "reasoning_details": [text_detail("This")]}),
+    openrouter(
+        {
+            "reasoning": " is a simple arithmetic question. ",
+            "reasoning_details": [text_detail(" is a simple arithmetic question. ")],
+        }
+    ),
+    openrouter(
+        {
+            "reasoning": None,
+            "reasoning_details": [
+                {
+                    "type": "reasoning.text",
+                    "signature": "Et0BCkgIChACGAIqQA2s7h7tA7IG35fbwVkou9PM2hANVJNUw==",
+                    "format": "anthropic-claude-v1",
+                    "index": 0,
+                }
+            ],
+        }
+    ),
+    openrouter({"content": "2 + 2 = 4", "reasoning": None, "reasoning_details": []}),
+    openrouter({"reasoning": None, "reasoning_details": []}, "stop"),
+    openrouter(
+        {},
+        usage={
+            "prompt_tokens": 43,
+            "completion_tokens": 36,
+            "total_tokens": 79,
+            "cost": 0.000669,
+            "is_byok": False,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0, "video_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 28, "image_tokens": 0},
+        },
+    ),
+    "[DONE]",
+]
+
+
+def test_openrouter_reasoning_and_its_details_mirror_are_emitted_once() -> None:
+    assert decode(OPENROUTER_REASONING) == [
+        Start("gen-1765226419-AGrwjunAftQIAgweibL8", "anthropic/claude-sonnet-4.5"),
+        Reasoning(0, "This"),
+        Reasoning(0, " is a simple arithmetic question. "),
+        Delta(0, "2 + 2 = 4"),
+        Finish(0, "stop"),
+        Usage(
+            43,
+            36,
+            79,
+            {"cached_tokens": 0, "audio_tokens": 0, "video_tokens": 0},
+            {"reasoning_tokens": 28, "image_tokens": 0},
+        ),
+        Done(),
+    ]
+
+
+def test_openrouter_reasoning_details_alone() -> None:
+    delta = {
+        "reasoning": None,
+        "reasoning_details": [
+            {"type": "reasoning.summary", "summary": "**Greeting** the user. ", "index": 0},
+            {"type": "reasoning.text", "text": "They said hi.", "index": 1},
+        ],
+    }
+    assert decode([openrouter(delta)], close=False)[1:] == [
+        Reasoning(0, "**Greeting** the user. They said hi.")
+    ]
+
+
+def test_openrouter_encrypted_reasoning_carries_no_text() -> None:
+    delta = {
+        "reasoning": None,
+        "reasoning_details": [
+            {
+                "type": "reasoning.encrypted",
+                "data": "gAAAAABpCCSIBxdevbk-8QtJuf4C6mgqDwXaUXZGqXqKQRX62aYMAYCg7DbFt3",
+                "id": "rs_0b1b3b9c",
+                "format": "openai-responses-v1",
+                "index": 0,
+            }
+        ],
+    }
+    assert decode([openrouter(delta)], close=False)[1:] == []
+
+
+def test_openrouter_reasoning_and_details_that_differ_are_both_kept() -> None:
+    # Never the case in the captures, but nothing may be dropped if it happens.
+    delta = {"reasoning": "A", "reasoning_details": [{"type": "reasoning.text", "text": "B"}]}
+    assert decode([openrouter(delta)], close=False)[1:] == [Reasoning(0, "A"), Reasoning(0, "B")]
+
+
+def test_groq_reasoning_field() -> None:
+    chunk = {
+        "id": "chatcmpl-e35442a8-12c0-4fb4-8be4-0e51727ce7b7",
+        "object": "chat.completion.chunk",
+        "created": 1771434740,
+        "model": "openai/gpt-oss-120b",
+        "system_fingerprint": "fp_caa2017b29",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"reasoning": "We", "channel": "analysis"},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        ],
+    }
+    assert decode([chunk], close=False)[1:] == [Reasoning(0, "We")]
+
+
+@pytest.mark.parametrize(
+    "delta",
+    [
+        {"reasoning_content": None, "reasoning": None, "reasoning_details": None},
+        {"reasoning_content": "", "reasoning": "", "reasoning_details": []},
+        {"reasoning_content": 3, "reasoning": {"effort": "high"}, "reasoning_details": {}},
+        {"reasoning_details": [None, 1, "x", [], {"type": "reasoning.text", "text": None}]},
+        {"reasoning_details": [{"type": "reasoning.summary", "summary": ["a"]}]},
+        {"reasoning_details": [{"type": "something.new", "text": "hidden"}]},
+    ],
+)
+def test_empty_or_odd_reasoning_fields_are_no_event(delta: dict[str, Any]) -> None:
+    assert decode([chat(delta)], close=False) == [START]
+
+
+# --- content parts -------------------------------------------------------------------
+
+_MISTRAL_HEAD = {
+    "id": "9f9d90210f194076abeee223863eaaf0",
+    "object": "chat.completion.chunk",
+    "created": 1764296393,
+    "model": "magistral-medium-latest",
+}
+
+
+def mistral(content: Any, finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        **_MISTRAL_HEAD,
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+        **extra,
+    }
+
+
+def thinking(text: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": [{"type": "text", "text": text}], **extra}
+
+
+MISTRAL_STREAM = [
+    mistral(""),
+    mistral([thinking("Okay")]),
+    mistral([thinking(", the user"), thinking(" asks", closed=True)]),
+    mistral([thinking(" 17*23."), {"type": "text", "text": "3"}]),
+    mistral("91"),
+    mistral("", "stop", usage={"prompt_tokens": 10, "total_tokens": 242, "completion_tokens": 232}),
+    "[DONE]",
+]
+
+
+def test_mistral_thinking_parts() -> None:
+    assert decode(MISTRAL_STREAM) == [
+        Start("9f9d90210f194076abeee223863eaaf0", "magistral-medium-latest"),
+        Reasoning(0, "Okay"),
+        Reasoning(0, ", the user"),
+        Reasoning(0, " asks"),
+        Reasoning(0, " 17*23."),
+        Delta(0, "3"),
+        Delta(0, "91"),
+        Finish(0, "stop"),
+        Usage(10, 232, 242),
+        Done(),
+    ]
+
+
+def test_content_parts_keep_their_order() -> None:
+    parts = [
+        {"type": "text", "text": "a"},
+        thinking("b"),
+        {"type": "text", "text": "c"},
+        {"type": "refusal", "refusal": "d"},
+        {"type": "reasoning", "text": "e"},
+    ]
+    assert decode([chat({"content": parts})], close=False) == [
+        START,
+        Delta(0, "a"),
+        Reasoning(0, "b"),
+        Delta(0, "c"),
+        Refusal(0, "d"),
+        Reasoning(0, "e"),
+    ]
+
+
+def test_unknown_and_odd_content_parts_are_skipped() -> None:
+    parts = [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "text", "text": None},
+        {"type": "text"},
+        {"type": "thinking", "thinking": None},
+        {"type": "thinking", "thinking": [None, 3, {"type": "image"}, {"text": 5}]},
+        {"text": "no type"},
+        None,
+        "bare string",
+        7,
+        [],
+        {"type": "text", "text": "kept"},
+    ]
+    assert decode([chat({"content": parts})], close=False) == [START, Delta(0, "kept")]
+
+
+def test_thinking_part_text_forms() -> None:
+    parts = [
+        {"type": "thinking", "thinking": "plain string"},
+        {"type": "thinking", "thinking": ["a", {"type": "text", "text": "b"}, {"text": "c"}]},
+    ]
+    assert decode([chat({"content": parts})], close=False)[1:] == [
+        Reasoning(0, "plain string"),
+        Reasoning(0, "abc"),
+    ]
+
+
+def test_content_that_is_neither_string_nor_parts_is_no_event() -> None:
+    for content in ({"type": "text", "text": "x"}, 5, True, [None]):
+        assert decode([chat({"content": content})], close=False) == [START]
+
+
+# --- Responses API reasoning -----------------------------------------------------------
+
+
+def summary_delta(seq: int, delta: str, summary_index: int = 0) -> dict[str, Any]:
+    return {
+        "type": "response.reasoning_summary_text.delta",
+        "sequence_number": seq,
+        "item_id": "rs_6876ca9e4a0c819d8a5b1c1f62e1d2d40ab9ce10b4d8c9a3",
+        "output_index": 0,
+        "summary_index": summary_index,
+        "delta": delta,
+        "obfuscation": "AbCdEf",
+    }
+
+
+def test_responses_reasoning_summary_and_reasoning_text() -> None:
+    events = decode(
+        [
+            RESPONSES_HEAD[0],
+            {
+                "type": "response.output_item.added",
+                "sequence_number": 1,
+                "output_index": 0,
+                "item": {"id": "rs_1", "type": "reasoning", "summary": []},
+            },
+            summary_delta(2, "**Plan"),
+            summary_delta(3, "ning**"),
+            {
+                "type": "response.reasoning_text.delta",
+                "content_index": 0,
+                "delta": "raw thought",
+                "item_id": "rs_1",
+                "output_index": 0,
+                "sequence_number": 4,
+            },
+            {"type": "response.reasoning_summary_text.done", "text": "**Planning**"},
+            text_delta(5, "Hi"),
+            completed(),
+        ]
+    )
+    assert events == [
+        RESP_START,
+        Reasoning(0, "**Plan"),
+        Reasoning(0, "ning**"),
+        Reasoning(0, "raw thought"),
+        Delta(0, "Hi"),
+        Finish(0, "stop"),
+        RESP_USAGE,
+        Done(),
+    ]
+
+
+def test_responses_reasoning_delta_before_created_starts_the_stream() -> None:
+    assert decode([summary_delta(0, "x")], close=False) == [Start("", ""), Reasoning(0, "x")]
+
+
+@pytest.mark.parametrize("delta", ["", None, 5, ["x"], {"text": "x"}])
+def test_responses_empty_or_odd_reasoning_delta_is_no_event(delta: Any) -> None:
+    event = {"type": "response.reasoning_text.delta", "delta": delta}
+    assert decode([RESPONSES_HEAD[0], event], close=False) == [RESP_START]
+
+
+def test_responses_usage_details_are_mapped_to_chat_names() -> None:
+    usage = {
+        "input_tokens": 12,
+        "input_tokens_details": {"cached_tokens": 4},
+        "output_tokens": 140,
+        "output_tokens_details": {"reasoning_tokens": 128},
+        "total_tokens": 152,
+    }
+    done = {"type": "response.completed", "response": response_object("completed", usage=usage)}
+    decoder = ChunkDecoder()
+    events = decoder.feed(json.dumps(done))
+    expected = Usage(12, 140, 152, {"cached_tokens": 4}, {"reasoning_tokens": 128})
+    assert events[-2:] == [expected, Done()]
+    assert decoder.usage == expected
+    assert expected.to_dict() == {
+        "type": "usage",
+        "prompt_tokens": 12,
+        "completion_tokens": 140,
+        "total_tokens": 152,
+        "prompt_tokens_details": {"cached_tokens": 4},
+        "completion_tokens_details": {"reasoning_tokens": 128},
+    }
+
+
+# --- tool calls told apart by id -------------------------------------------------------
+
+# Constructed after the shape a Claude model sent through an OpenAI-compatible
+# gateway: two calls in one turn, both with "index": 0, told apart only by their ids.
+CLAUDE_COLLIDING_TOOLS = [
+    chat({"role": "assistant", "content": "I'll read both files."}),
+    chat(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "toolu_01A",
+                    "type": "function",
+                    "function": {"name": "read_file", "arguments": ""},
+                }
+            ]
+        }
+    ),
+    chat({"tool_calls": [{"index": 0, "function": {"arguments": '{"path": "a.txt"}'}}]}),
+    chat(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "toolu_01B",
+                    "type": "function",
+                    "function": {"name": "read_file", "arguments": ""},
+                }
+            ]
+        }
+    ),
+    chat({"tool_calls": [{"index": 0, "function": {"arguments": '{"path": '}}]}),
+    chat({"tool_calls": [{"index": 0, "function": {"arguments": '"b.txt"}'}}]}),
+    chat({}, "tool_calls"),
+    "[DONE]",
+]
+
+
+def test_two_calls_under_one_index_are_told_apart_by_id() -> None:
+    assert decode(CLAUDE_COLLIDING_TOOLS) == [
+        START,
+        Delta(0, "I'll read both files."),
+        ToolCall(0, 0, "", id="toolu_01A", name="read_file"),
+        ToolCall(0, 0, '{"path": "a.txt"}'),
+        ToolCall(0, 1, "", id="toolu_01B", name="read_file"),
+        ToolCall(0, 1, '{"path": '),
+        ToolCall(0, 1, '"b.txt"}'),
+        Finish(0, "tool_calls"),
+        Done(),
+    ]
+
+
+def call(index: int | None, call_id: str | None = None, args: str = "") -> dict[str, Any]:
+    fragment: dict[str, Any] = {"function": {"arguments": args}}
+    if index is not None:
+        fragment["index"] = index
+    if call_id is not None:
+        fragment["id"] = call_id
+        fragment["type"] = "function"
+        fragment["function"]["name"] = "f"
+    return fragment
+
+
+def numbers(*deltas: list[dict[str, Any]]) -> list[int]:
+    events = decode([chat({"tool_calls": d}) for d in deltas], close=False)
+    return [e.call for e in events if isinstance(e, ToolCall)]
+
+
+def test_a_renumbered_call_never_takes_a_later_index_s_number() -> None:
+    # 0/A, 0/B (renumbered 1), then a real index 1: it must not merge with B.
+    assert numbers([call(0, "A")], [call(0, "B")], [call(1, "C")], [call(1)], [call(0)]) == [
+        0,
+        1,
+        2,
+        2,
+        1,
+    ]
+
+
+def test_three_calls_under_one_index() -> None:
+    assert numbers([call(0, "A")], [call(0)], [call(0, "B")], [call(0, "C")], [call(0)]) == [
+        0,
+        0,
+        1,
+        2,
+        2,
+    ]
+
+
+def test_an_id_repeated_on_every_fragment_is_one_call() -> None:
+    # vLLM and some gateways repeat the id on every fragment of a call.
+    assert numbers([call(0, "A")], [call(0, "A", "{}")], [call(1, "B")], [call(1, "B")]) == [
+        0,
+        0,
+        1,
+        1,
+    ]
+
+
+def test_an_id_after_the_first_fragment_is_the_same_call() -> None:
+    assert numbers([call(0)], [call(0, "A")], [call(0)]) == [0, 0, 0]
+
+
+def test_sparse_indices_keep_their_numbers() -> None:
+    # A gateway in front of Claude numbered its only call 1 (tests/fixtures/providers).
+    assert numbers([call(1, "toolu_x")], [call(1)], [call(1)]) == [1, 1, 1]
+
+
+def test_calls_without_index_in_separate_chunks_are_told_apart() -> None:
+    # llama.cpp / Ollama style: each whole call in its own delta, no index.
+    assert numbers([call(None, "a", "{}")], [call(None, "b", "{}")]) == [0, 1]
+
+
+def test_call_numbers_are_per_choice() -> None:
+    chunk = dict(_CHAT_HEAD)
+    chunk["choices"] = [
+        {"index": 0, "delta": {"tool_calls": [call(0, "A")]}},
+        {"index": 1, "delta": {"tool_calls": [call(0, "B")]}},
+    ]
+    later = dict(_CHAT_HEAD)
+    later["choices"] = [{"index": 1, "delta": {"tool_calls": [call(0, "C")]}}]
+    events = decode([chunk, later], close=False)
+    assert [(e.index, e.call, e.id) for e in events if isinstance(e, ToolCall)] == [
+        (0, 0, "A"),
+        (1, 0, "B"),
+        (1, 1, "C"),
+    ]
+
+
+_fragment = st.tuples(st.integers(0, 3), st.one_of(st.none(), st.sampled_from("ABCDEF")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_fragment, max_size=14))
+def test_call_numbers_are_distinct_and_stable(fragments: list[tuple[int, str | None]]) -> None:
+    """Each call (an index and the id it last carried) keeps one number, and no two
+    calls share one; fragments without an id continue their index's latest call."""
+    got = numbers(*[[call(i, c)] for i, c in fragments])
+    latest: dict[int, str | None] = {}  # index -> id of its latest call
+    generation: dict[int, int] = {}  # index -> how many calls it started after its first
+    number_of: dict[tuple[int, int], int] = {}  # (index, generation) -> number
+    for (i, c), number in zip(fragments, got, strict=True):
+        if c is not None and latest.get(i) is not None and c != latest[i]:
+            generation[i] = generation.get(i, 0) + 1  # a new call under index i
+        if c is not None or i not in latest:
+            latest[i] = c
+        key = (i, generation.get(i, 0))
+        assert number_of.setdefault(key, number) == number, (fragments, got)  # stable
+    assert len(set(number_of.values())) == len(number_of), (fragments, got)  # distinct
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=1, max_size=8, unique=True))
+def test_openai_shaped_calls_keep_their_index_as_number(indices: list[int]) -> None:
+    """Distinct indices, the id on a call's first fragment only: today's numbering."""
+    deltas = []
+    for i in indices:
+        deltas += [[call(i, f"call_{i}")], [call(i, None, "{")], [call(i, None, "}")]]
+    assert numbers(*deltas) == [i for i in indices for _ in range(3)]
+
+
+# --- usage and errors --------------------------------------------------------------------
+
+
+def test_usage_details_that_are_not_objects_are_left_out() -> None:
+    chunk = {
+        **_CHAT_HEAD,
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 1,
+            "completion_tokens": 2,
+            "total_tokens": 3,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": [1],
+        },
+    }
+    assert decode([chunk], close=False) == [START, Usage(1, 2, 3)]
+
+
+OPENROUTER_ERROR_USAGE = {
+    "prompt_tokens": 43,
+    "completion_tokens": 10,
+    "total_tokens": 53,
+    "cost": 0,
+    "is_byok": False,
+    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+    "cost_details": {"upstream_inference_cost": None},
+    "completion_tokens_details": {"reasoning_tokens": 11, "image_tokens": 0},
+}
+ERROR_USAGE = Usage(
+    43, 10, 53, {"cached_tokens": 0, "audio_tokens": 0}, {"reasoning_tokens": 11, "image_tokens": 0}
+)
+
+
+def test_openrouter_error_chunk_with_choices_and_usage() -> None:
+    head = {
+        "id": "gen-1762179802-UN8pkJI4AGZvryk0kFnb",
+        "provider": "Minimax",
+        "model": "minimax/minimax-m2:free",
+        "object": "chat.completion.chunk",
+        "created": 1762179802,
+    }
+    reasoning = {
+        **head,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "role": "assistant",
+                    "content": "",
+                    "reasoning": "We need",
+                    "reasoning_details": [
+                        {"type": "reasoning.text", "text": "We need", "index": 0, "format": None}
+                    ],
+                },
+                "finish_reason": "length",
+                "native_finish_reason": "length",
+                "logprobs": None,
+            }
+        ],
+    }
+    error = {
+        "id": head["id"],
+        "provider": "Minimax",
+        "error": {"code": 400, "message": "Token limit reached"},
+        "model": head["model"],
+        "object": "chat.completion.chunk",
+        "created": 1762179802,
+        "choices": [
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "content": ""},
+                "finish_reason": None,
+                "native_finish_reason": None,
+                "logprobs": None,
+            }
+        ],
+        "usage": OPENROUTER_ERROR_USAGE,
+    }
+    decoder = ChunkDecoder()
+    events = decoder.feed(json.dumps(reasoning)) + decoder.feed(json.dumps(error))
+    events += decoder.feed("[DONE]") + decoder.close()
+    assert events == [
+        Start("gen-1762179802-UN8pkJI4AGZvryk0kFnb", "minimax/minimax-m2:free"),
+        Reasoning(0, "We need"),
+        Finish(0, "length"),
+        ERROR_USAGE,
+        Error("Token limit reached", "upstream_error", 400),
+    ]
+    assert decoder.usage == ERROR_USAGE
+    assert decoder.terminated
+
+
+def test_error_chunk_with_usage_and_no_choices() -> None:
+    decoder = ChunkDecoder()
+    chunk = {"error": {"message": "boom", "code": 502}, "usage": OPENROUTER_ERROR_USAGE}
+    assert decoder.feed(json.dumps(chunk)) == [ERROR_USAGE, Error("boom", "upstream_error", 502)]
+    assert decoder.usage == ERROR_USAGE
+
+
+@pytest.mark.parametrize("usage", [None, [], "53", 53])
+def test_error_chunk_with_odd_usage_is_only_the_error(usage: Any) -> None:
+    decoder = ChunkDecoder()
+    assert decoder.feed(json.dumps({"error": {"message": "m"}, "usage": usage})) == [
+        Error("m", "upstream_error")
+    ]
+    assert decoder.usage is None
+
+
+# --- the new streams, as SSE bytes, on every split --------------------------------------------
+
+REASONING_FIXTURES = {
+    "deepseek": DEEPSEEK_STREAM,
+    "openrouter": OPENROUTER_REASONING,
+    "mistral": MISTRAL_STREAM,
+    "claude-tools": CLAUDE_COLLIDING_TOOLS,
+}
+
+
+def sse_bytes(payloads: list[Any]) -> bytes:
+    return b"".join(
+        b"data: " + (p if isinstance(p, str) else json.dumps(p)).encode() + b"\n\n"
+        for p in payloads
+    )
+
+
+def decode_pieces(pieces: list[bytes]) -> list[Event]:
+    sse, decoder = SSEDecoder(), ChunkDecoder()
+    events: list[Event] = []
+    for piece in pieces:
+        for message in sse.feed(piece):
+            events += decoder.feed(message.data)
+    sse.close()
+    return events + decoder.close()
+
+
+@pytest.mark.parametrize("name", list(REASONING_FIXTURES))
+def test_new_streams_decode_the_same_on_every_split(name: str) -> None:
+    payloads = REASONING_FIXTURES[name]
+    data = sse_bytes(payloads)
+    expected = decode(payloads)
+    for pieces in every_split(data, step=7):
+        assert decode_pieces(pieces) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_new_streams_decode_the_same_on_random_splits(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(list(REASONING_FIXTURES)))
+    payloads = REASONING_FIXTURES[name]
+    pieces = data.draw(random_splits(sse_bytes(payloads), max_cuts=24))
+    assert decode_pieces(pieces) == decode(payloads)
 
 
 # --- end of stream -----------------------------------------------------------------
@@ -965,10 +1747,22 @@ def test_feed_object_accepts_parsed_chunks() -> None:
 # --- unknown fields and odd types never crash ---------------------------------------------
 
 
+_USAGE_DETAILS = {
+    "prompt_tokens_details",
+    "completion_tokens_details",
+    "input_tokens_details",
+    "output_tokens_details",
+}
+
+
 def with_unknown_fields(obj: Any, value: Any) -> Any:
-    """A deep copy with an unknown field added to every object, at every depth."""
+    """A deep copy with an unknown field added to every object, at every depth,
+    except inside the usage detail objects, which are passed on as they are."""
     if isinstance(obj, dict):
-        out = {k: with_unknown_fields(v, value) for k, v in obj.items()}
+        out = {
+            k: copy.deepcopy(v) if k in _USAGE_DETAILS else with_unknown_fields(v, value)
+            for k, v in obj.items()
+        }
         out["x_unknown_field"] = copy.deepcopy(value)
         return out
     if isinstance(obj, list):
@@ -983,6 +1777,13 @@ ALL_FIXTURES = {
     "azure": AZURE_STREAM,
     "legacy": [legacy("a"), legacy("b", "stop")],
     "responses": [*RESPONSES_HEAD, *RESPONSES_TOOL, completed()],
+    "responses-reasoning": [
+        RESPONSES_HEAD[0],
+        summary_delta(1, "Think"),
+        {"type": "response.reasoning_text.delta", "output_index": 0, "delta": "raw"},
+        completed(),
+    ],
+    **REASONING_FIXTURES,
 }
 
 _json_value = st.recursive(
@@ -1022,7 +1823,9 @@ _known_keys = st.sampled_from(
         "tool_calls", "function_call", "function", "name", "arguments", "text", "finish_reason",
         "usage", "prompt_tokens", "completion_tokens", "total_tokens", "error", "message", "code",
         "status", "status_code", "response", "item", "output_index", "call_id", "incomplete_details",
-        "reason", "input_tokens", "output_tokens",
+        "reason", "input_tokens", "output_tokens", "reasoning_content", "reasoning",
+        "reasoning_details", "summary", "thinking", "prompt_tokens_details",
+        "completion_tokens_details", "input_tokens_details", "output_tokens_details",
     ]
 )  # fmt: skip
 _key = _known_keys | st.text(max_size=4)
@@ -1031,6 +1834,9 @@ _type = st.sampled_from(
         "response.created", "response.output_text.delta", "response.refusal.delta",
         "response.output_item.added", "response.function_call_arguments.delta",
         "response.completed", "response.incomplete", "response.failed", "error", "function_call",
+        "response.reasoning_summary_text.delta", "response.reasoning_text.delta", "text",
+        "thinking", "reasoning", "refusal", "reasoning.text", "reasoning.summary",
+        "reasoning.encrypted",
     ]
 )  # fmt: skip
 _chaos = st.recursive(
@@ -1083,15 +1889,39 @@ _function = _opt(name=_leaf, arguments=_leaf) | _leaf
 _tool_calls = st.lists(
     _opt(index=_leaf, id=_leaf, type=_leaf, function=_function) | _leaf, max_size=3
 )
+_part = _opt(
+    type=st.sampled_from(["text", "thinking", "reasoning", "refusal", "image_url"]) | _leaf,
+    text=_leaf,
+    thinking=st.lists(_opt(type=st.just("text") | _leaf, text=_leaf) | _leaf, max_size=2) | _leaf,
+    refusal=_leaf,
+)
+_detail = _opt(
+    type=st.sampled_from(["reasoning.text", "reasoning.summary", "reasoning.encrypted"]) | _leaf,
+    text=_leaf,
+    summary=_leaf,
+    data=_leaf,
+)
 _delta = _opt(
     role=_leaf,
-    content=_leaf,
+    content=_leaf | st.lists(_part | _leaf, max_size=3),
     refusal=_leaf,
+    reasoning_content=_leaf,
+    reasoning=_leaf,
+    reasoning_details=st.lists(_detail | _leaf, max_size=3) | _leaf,
     tool_calls=_tool_calls | _leaf,
     function_call=_function,
 )
 _choice = _opt(index=_leaf, delta=_delta | _leaf, text=_leaf, finish_reason=_leaf | st.just("stop"))
-_usage = _opt(prompt_tokens=_leaf, completion_tokens=_leaf, total_tokens=_leaf, input_tokens=_leaf)
+_usage = _opt(
+    prompt_tokens=_leaf,
+    completion_tokens=_leaf,
+    total_tokens=_leaf,
+    input_tokens=_leaf,
+    prompt_tokens_details=_leaf,
+    completion_tokens_details=_leaf,
+    input_tokens_details=_leaf,
+    output_tokens_details=_leaf,
+)
 _err = _opt(message=_leaf, code=_leaf, type=_leaf, status=_leaf, status_code=_leaf) | _leaf
 _chat_shaped = _opt(
     id=_leaf, model=_leaf, object=_leaf | st.just("error"), choices=st.lists(_choice | _leaf, max_size=3) | _leaf,
@@ -1127,9 +1957,11 @@ def test_chunks_with_the_right_skeleton_and_any_leaves_never_crash(
     assert isinstance(events[-1], (Done, Error))
     for event in events:
         event.to_dict()
-        if isinstance(event, (Delta, Refusal)):
+        if isinstance(event, (Delta, Reasoning, Refusal)):
             assert isinstance(event.text, str)
             assert isinstance(event.index, int)
+        if isinstance(event, Reasoning):
+            assert event.text  # an empty piece of reasoning is no event
         if isinstance(event, ToolCall):
             assert isinstance(event.arguments, str) and isinstance(event.call, int)
             assert event.id is None or isinstance(event.id, str)
@@ -1142,6 +1974,11 @@ def test_chunks_with_the_right_skeleton_and_any_leaves_never_crash(
                 type(n) is int
                 for n in (event.prompt_tokens, event.completion_tokens, event.total_tokens)
             )
+            assert event.prompt_tokens_details is None or type(event.prompt_tokens_details) is dict
+            assert (
+                event.completion_tokens_details is None
+                or type(event.completion_tokens_details) is dict
+            )
 
 
 # The token fast path ------------------------------------------------------------------------
@@ -1150,7 +1987,9 @@ _values = st.one_of(
     st.none(), st.booleans(), st.integers(-2, 3), st.text(max_size=5), st.just("error")
 )
 _delta = st.dictionaries(
-    st.sampled_from(["content", "role", "refusal", "tool_calls"]), _values, max_size=3
+    st.sampled_from(["content", "role", "refusal", "tool_calls", "reasoning_content", "reasoning"]),
+    _values,
+    max_size=3,
 )
 _choice = st.dictionaries(
     st.sampled_from(["index", "delta", "finish_reason", "text", "logprobs"]),

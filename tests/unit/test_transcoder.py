@@ -48,7 +48,6 @@ WIRE_NDJSON = (
 
 WIRE_SSE = (
     b": stream open\n"
-    b"\n"
     b"id: 1\n"
     b"event: start\n"
     b'data: {"type":"start","id":"chatcmpl-42","model":"gpt-4o-mini"}\n'
@@ -75,7 +74,7 @@ WIRE_SSE = (
     b"\n"
 )
 
-WIRE_OPENAI = b": stream open\n\n" + UPSTREAM  # the upstream's own chunks, verbatim
+WIRE_OPENAI = b": stream open\n" + UPSTREAM  # the upstream's own chunks, verbatim
 
 WIRE = {"text": WIRE_TEXT, "ndjson": WIRE_NDJSON, "sse": WIRE_SSE, "openai": WIRE_OPENAI}
 
@@ -318,8 +317,8 @@ def test_fail_mid_stream_keeps_what_was_sent() -> None:
     [
         ("text", b""),
         ("ndjson", b'{"type":"ping"}\n'),
-        ("sse", b": ping\n\n"),
-        ("openai", b": ping\n\n"),
+        ("sse", b": ping\n"),
+        ("openai", b": ping\n"),
     ],
 )
 def test_heartbeat(fmt: str, expected: bytes) -> None:
@@ -497,17 +496,24 @@ def test_responses_stream_in_ndjson() -> None:
     )
 
 
-def test_responses_stream_in_openai_format_ends_with_done() -> None:
-    # Regression: the openai format lacked its final [DONE] for a Responses upstream.
+def test_responses_stream_in_openai_format_is_the_upstream_wire_unchanged() -> None:
+    # Event lines kept, no [DONE] added: what OpenAI sends and its SDKs expect.
     out = run("openai", [RESPONSES])
-    messages = SSEDecoder().feed(out)
-    assert [json.loads(m.data)["type"] for m in messages[:-1]] == [
-        "response.created",
-        "response.output_text.delta",
-        "response.completed",
-    ]
-    assert messages[-1].data == "[DONE]"
-    assert out.count(b"[DONE]") == 1
+    assert out == b": stream open\n" + RESPONSES
+    assert b"[DONE]" not in out
+
+
+def test_responses_stream_split_anywhere_is_unchanged_in_openai_format() -> None:
+    for cut in range(1, len(RESPONSES)):
+        assert run("openai", [RESPONSES[:cut], RESPONSES[cut:]]) == b": stream open\n" + RESPONSES
+
+
+def test_responses_events_as_parsed_chunks_get_their_event_lines() -> None:
+    t = Transcoder(encoder_for("openai", now=0.0))
+    out = b""
+    for message in SSEDecoder().feed(RESPONSES):
+        out += t.feed_object(json.loads(message.data), message.data)
+    assert out == RESPONSES and t.terminated and t.error is None
 
 
 # --- properties ---------------------------------------------------------------------------------

@@ -78,6 +78,15 @@ class Encoder:
         """The bytes for the events of one upstream chunk (``b""`` when there are none)."""
         raise NotImplementedError
 
+    def encode_named(self, name: str, events: Sequence[Event], raw: str | None) -> bytes:
+        """Like :meth:`encode`, for an upstream event that had a name: an ``event:``
+        line (the Responses API's typed events), or a ``type`` in a parsed chunk.
+
+        Only formats that pass the upstream's events on (``wants_raw``) care; the
+        default ignores the name.
+        """
+        return self.encode(events, raw)
+
     def heartbeat(self) -> bytes:
         """Bytes that keep an idle connection alive without changing the content.
 

@@ -1,8 +1,11 @@
 """The ``openai`` format: the upstream's own OpenAI events, unchanged.
 
-Chat streams end with ``data: [DONE]``; a Responses stream's ``response.completed``
-gets one appended. Sources without raw chunks get chunks synthesized from the
-events, stamped with the ``now`` the encoder was made with:
+Chat and legacy completion streams are ``data:`` chunks ending ``data: [DONE]``.
+A Responses stream keeps its shape too: each typed event with its ``event:`` line,
+its ``sequence_number`` untouched, and no ``[DONE]`` after ``response.completed``
+(openai-python's ``responses.stream()`` helper reads exactly that). Sources
+without raw chunks get chat chunks synthesized from the events, stamped with the
+``now`` the encoder was made with:
 
 >>> from streamrelay.events import Delta
 >>> OpenAIEncoder(now=1700000000.5).encode([Delta(0, "Hi")], None)[:96]
@@ -15,7 +18,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import _json
-from ..events import Delta, Done, Error, Event, Finish, Refusal, Start, ToolCall, Usage
+from ..events import (
+    Delta,
+    Done,
+    Error,
+    Event,
+    Finish,
+    Reasoning,
+    Refusal,
+    Start,
+    ToolCall,
+    Usage,
+)
 from ..sse import encode_event
 from .base import Encoder, _escape_separators
 
@@ -36,8 +50,8 @@ class OpenAIEncoder(Encoder):
     media_type = "text/event-stream"
     accept = ("application/json",)  # what the OpenAI SDKs send
     wants_raw = True
-    preamble_bytes = b": stream open\n\n"
-    heartbeat_bytes = b": ping\n\n"
+    preamble_bytes = b": stream open\n"
+    heartbeat_bytes = b": ping\n"
 
     def __init__(self, *, now: float) -> None:
         """Start one stream; ``now`` becomes the synthesized chunks' ``created``."""
@@ -45,6 +59,7 @@ class OpenAIEncoder(Encoder):
         self._id = "chatcmpl-streamrelay"
         self._model = ""
         self._created = int(now)
+        self._named = False  # a Responses stream: typed events, no [DONE]
 
     def encode(self, events: Sequence[Event], raw: str | None) -> bytes:
         """``raw`` as a ``data:`` event when given, else chunks built from ``events``.
@@ -55,17 +70,20 @@ class OpenAIEncoder(Encoder):
             if type(event) is Error:
                 return self._error(event)
         if raw is not None:
-            if "\n" in raw or "\r" in raw:
-                out = encode_event(raw)
-            else:
-                try:
-                    out = b"data: " + raw.encode() + b"\n\n"
-                except UnicodeEncodeError:  # lone surrogates in a caller's raw text
-                    out = b"data: " + raw.encode("utf-8", "replace") + b"\n\n"
-            if events and type(events[-1]) is Done and raw != "[DONE]":
-                out += b"data: [DONE]\n\n"  # a Responses stream ends at response.completed
+            out = _data(raw)
+            if events and type(events[-1]) is Done and raw != "[DONE]" and not self._named:
+                out += b"data: [DONE]\n\n"  # a completed chat stream that sent none
         else:
             out = b"".join([self._synthesize(event) for event in events])
+        return out if out.isascii() else _escape_separators(out)
+
+    def encode_named(self, name: str, events: Sequence[Event], raw: str | None) -> bytes:
+        """A Responses API event: its ``event:`` line, then its data unchanged, even
+        for its own ``error`` and ``response.failed`` events (OpenAI's SDKs raise on them)."""
+        if raw is None or "\n" in name or "\r" in name:
+            return self.encode(events, raw)
+        self._named = True
+        out = b"event: " + name.encode("utf-8", "replace") + b"\n" + _data(raw)
         return out if out.isascii() else _escape_separators(out)
 
     def _error(self, error: Error) -> bytes:
@@ -93,6 +111,8 @@ class OpenAIEncoder(Encoder):
         }
         if type(event) is Delta:
             chunk["choices"] = [_choice(event.index, {"content": event.text})]
+        elif type(event) is Reasoning:  # DeepSeek's field, the one most clients read
+            chunk["choices"] = [_choice(event.index, {"reasoning_content": event.text})]
         elif type(event) is Refusal:
             chunk["choices"] = [_choice(event.index, {"refusal": event.text})]
         elif type(event) is ToolCall:
@@ -109,14 +129,22 @@ class OpenAIEncoder(Encoder):
             chunk["choices"] = [_choice(event.index, {}, event.reason)]
         elif type(event) is Usage:
             chunk["choices"] = []
-            chunk["usage"] = {
-                "prompt_tokens": event.prompt_tokens,
-                "completion_tokens": event.completion_tokens,
-                "total_tokens": event.total_tokens,
-            }
+            usage = event.to_dict()
+            del usage["type"]
+            chunk["usage"] = usage
         else:  # pragma: no cover - every event type is handled above
             return b""
         return b"data: " + _json.dumps(chunk) + b"\n\n"
+
+
+def _data(raw: str) -> bytes:
+    """``raw`` as the ``data:`` lines of one event."""
+    if "\n" in raw or "\r" in raw:
+        return encode_event(raw)
+    try:
+        return b"data: " + raw.encode() + b"\n\n"
+    except UnicodeEncodeError:  # lone surrogates in a caller's raw text
+        return b"data: " + raw.encode("utf-8", "replace") + b"\n\n"
 
 
 def _choice(index: int, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:

@@ -21,13 +21,20 @@ class SSEEncoder(Encoder):
 
     Ids count events from 1 so a reconnecting ``EventSource`` can say where it
     stopped. JSON never contains a raw line break, so one ``data:`` line suffices.
+
+    The preamble and heartbeats are comment *lines*, not comment blocks: no blank
+    line follows them, so they join the next event's block, where every parser
+    ignores them. A comment block of its own is just as valid SSE, but
+    ``@microsoft/fetch-event-source`` dispatches it as an empty message, and an
+    ``onmessage`` that parses JSON then throws and the library re-POSTs (a new paid
+    generation). The bytes still cross nginx and idle proxies.
     """
 
     name = "sse"
     media_type = "text/event-stream"
     accept = ("text/event-stream",)
-    preamble_bytes = b": stream open\n\n"
-    heartbeat_bytes = b": ping\n\n"
+    preamble_bytes = b": stream open\n"
+    heartbeat_bytes = b": ping\n"
 
     def __init__(self, first_id: int = 1, *, now: float) -> None:
         """Start at event id ``first_id`` (a resumed stream continues its numbering)."""

@@ -8,6 +8,7 @@
  * for await (const ev of s) {
  *   switch (ev.type) {
  *     case "delta": out.append(ev.text); break;
+ *     case "reasoning": thoughts.append(ev.text); break;
  *     case "finish": console.log(ev.reason); break;
  *   }
  * }
@@ -26,6 +27,17 @@ export interface StartEvent {
 /** A piece of content text of choice `index`. */
 export interface DeltaEvent {
   type: "delta";
+  index: number;
+  text: string;
+}
+
+/**
+ * A piece of the model's reasoning for choice `index`: DeepSeek's `reasoning_content`,
+ * OpenRouter's `reasoning`, Mistral's thinking parts, the Responses API's reasoning
+ * summaries and so on. It is never part of the answer's text.
+ */
+export interface ReasoningEvent {
+  type: "reasoning";
   index: number;
   text: string;
 }
@@ -57,12 +69,33 @@ export interface FinishEvent {
   reason: string;
 }
 
-/** Token accounting, from the upstream's usage chunk. */
-export interface UsageEvent {
-  type: "usage";
+/**
+ * The upstream's own breakdown of a token count, passed on as it came: OpenAI's
+ * `cached_tokens`, `audio_tokens`, `reasoning_tokens`, ...; other keys may appear.
+ */
+export interface UsageDetails {
+  cached_tokens?: number;
+  audio_tokens?: number;
+  reasoning_tokens?: number;
+  accepted_prediction_tokens?: number;
+  rejected_prediction_tokens?: number;
+  [key: string]: unknown;
+}
+
+/** The token counts of a stream, with the upstream's details when it sent them. */
+export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** The Responses API's `input_tokens_details` land here too. */
+  prompt_tokens_details?: UsageDetails;
+  /** The Responses API's `output_tokens_details` land here too. */
+  completion_tokens_details?: UsageDetails;
+}
+
+/** Token accounting, from the upstream's usage chunk. */
+export interface UsageEvent extends Usage {
+  type: "usage";
 }
 
 /**
@@ -85,6 +118,7 @@ export interface DoneEvent {
 export type RelayEvent =
   | StartEvent
   | DeltaEvent
+  | ReasoningEvent
   | RefusalEvent
   | ToolCallEvent
   | FinishEvent
@@ -115,6 +149,8 @@ export interface StreamOptions {
   fetch?: (input: string, init: RequestInit) => Promise<Response>;
   /** Called with each piece of choice 0's text, and the whole text so far. */
   onText?: (piece: string, text: string) => void;
+  /** Called with each piece of choice 0's reasoning, and the whole reasoning so far. */
+  onReasoning?: (piece: string, reasoning: string) => void;
   /**
    * Called with every event as it arrives, before the iterator sees it, `error` and
    * `done` included. If a callback throws, the stream fails with that error.
@@ -138,6 +174,8 @@ export interface ToolCallResult {
 export interface ChoiceResult {
   index: number;
   text: string;
+  /** The choice's reasoning, or `null` when there was none. */
+  reasoning: string | null;
   refusal: string | null;
   toolCalls: ToolCallResult[];
   finishReason: string | null;
@@ -149,8 +187,10 @@ export interface StreamResult {
   model: string | null;
   /** The text of choice 0. */
   text: string;
+  /** The reasoning of choice 0, `""` when there was none. */
+  reasoning: string;
   choices: ChoiceResult[];
-  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number } | null;
+  usage: Usage | null;
 }
 
 /**

@@ -22,6 +22,7 @@
  *     try {
  *       for await (const ev of s) {
  *         if (ev.type === "delta") output.append(ev.text);
+ *         else if (ev.type === "reasoning") thoughts.append(ev.text);   // the model's thinking
  *         else if (ev.type === "finish") console.log("finished:", ev.reason);
  *       }
  *       // Reaching this line means the server sent `done`: the answer is complete.
@@ -34,11 +35,17 @@
  * The wire contract:
  * - The client POSTs `body` as JSON to `url?format=<format>` with the matching `Accept`
  *   header. Formats are `ndjson` (the default), `sse` and `text`.
- * - `ndjson` and `sse` carry the relay's normalized events: `start`, `delta`, `refusal`,
- *   `tool_call`, `finish`, `usage`, `error` and `done`. Heartbeats are dropped: the
- *   `{"type":"ping"}` lines of ndjson and the comment lines of sse.
- * - `text` carries only the text of choice 0. The client turns each decoded piece into
- *   `{type: "delta", index: 0, text}`, and a clean end of the body into `{type: "done"}`.
+ * - `ndjson` and `sse` carry the relay's normalized events: `start`, `delta`,
+ *   `reasoning`, `refusal`, `tool_call`, `finish`, `usage`, `error` and `done`.
+ *   Heartbeats are dropped: the `{"type":"ping"}` lines of ndjson and the comment lines
+ *   of sse. Event types this version does not know are passed on as they are.
+ * - `reasoning` is the model's reasoning (DeepSeek's `reasoning_content`, OpenRouter's
+ *   `reasoning`, Mistral's thinking, the Responses API's reasoning summaries, ...),
+ *   never part of the answer: `.text()` and `onText` leave it out; `onReasoning` and
+ *   `.result()` have it.
+ * - `text` carries only the text of choice 0, without reasoning. The client turns each
+ *   decoded piece into `{type: "delta", index: 0, text}`, and a clean end of the body
+ *   into `{type: "done"}`.
  *
  * How a stream can end:
  * - `done`: iteration ends normally, and `.text()` and `.result()` resolve.
@@ -70,7 +77,10 @@ const MEDIA_TYPES = {
 };
 
 const MAX_CHOICES = 1024;
+/* The event types whose `text` is a piece of a choice's text of some kind. */
+const TEXT_EVENTS = new Set(["delta", "reasoning", "refusal"]);
 const noop = () => {};
+const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
 
 /**
  * The error a stream fails with, for every failure other than an abort.
@@ -143,6 +153,8 @@ export function stream(url, body, options) {
  * @property {typeof fetch} [fetch] the fetch to use (default `globalThis.fetch`)
  * @property {(piece: string, text: string) => void} [onText] called with each piece of
  *   choice 0's text, and the text so far
+ * @property {(piece: string, reasoning: string) => void} [onReasoning] called with each
+ *   piece of choice 0's reasoning, and the reasoning so far
  * @property {(event: object) => void} [onEvent] called with every event, `error` and `done` included
  * @property {number} [idleTimeout] fail with code `idle_timeout` after this many ms without
  *   bytes from the server (the relay's heartbeats count, except in the `text` format, which has none)
@@ -158,6 +170,7 @@ export class RelayStream {
   #fetch;
   #format;
   #onText;
+  #onReasoning;
   #onEvent;
   #idleTimeout;
   #controller = new AbortController();
@@ -174,7 +187,7 @@ export class RelayStream {
   #failure = null;
   #failureReported = false;
 
-  #result = { id: null, model: null, text: "", choices: [], usage: null };
+  #result = { id: null, model: null, text: "", reasoning: "", choices: [], usage: null };
   #finished;
   #resolveFinished;
   #rejectFinished;
@@ -192,7 +205,7 @@ export class RelayStream {
     if (!Object.prototype.hasOwnProperty.call(ACCEPT, format)) {
       throw new TypeError(`streamrelay: unknown format ${JSON.stringify(format)}; use "ndjson", "sse" or "text"`);
     }
-    for (const name of ["onText", "onEvent", "fetch"]) {
+    for (const name of ["onText", "onReasoning", "onEvent", "fetch"]) {
       if (options[name] != null && typeof options[name] !== "function") {
         throw new TypeError(`streamrelay: options.${name} must be a function`);
       }
@@ -203,6 +216,7 @@ export class RelayStream {
     this.#fetch = fetchImpl;
     this.#format = format;
     this.#onText = options.onText ?? null;
+    this.#onReasoning = options.onReasoning ?? null;
     this.#onEvent = options.onEvent ?? null;
     this.#idleTimeout = options.idleTimeout > 0 ? options.idleTimeout : 0;
     /** The URL requested, with `?format=` added. @type {string} */
@@ -269,8 +283,8 @@ export class RelayStream {
 
   /**
    * Everything the stream said, once it has ended with `done`: each choice's text,
-   * refusal, tool calls (their argument fragments joined) and finish reason, and the
-   * usage, id and model.
+   * reasoning, refusal, tool calls (their argument fragments joined) and finish reason,
+   * and the usage (with its details, when the upstream sent them), id and model.
    * @returns {Promise<StreamResult>}
    */
   result() {
@@ -438,6 +452,10 @@ export class RelayStream {
       this.#onText(ev.text, this.#result.text);
       if (this.#settled) return;
     }
+    if (this.#onReasoning && ev.type === "reasoning" && ev.index === 0) {
+      this.#onReasoning(ev.text, this.#result.reasoning);
+      if (this.#settled) return;
+    }
     if (ev.type === "error") {
       const message = typeof ev.message === "string" && ev.message ? ev.message : "The stream failed.";
       const status = Number.isInteger(ev.status) ? ev.status : null;
@@ -462,6 +480,12 @@ export class RelayStream {
         this.#choice(ev).text += ev.text;
         if (ev.index === 0) r.text += ev.text;
         break;
+      case "reasoning": {
+        const c = this.#choice(ev);
+        c.reasoning = (c.reasoning ?? "") + ev.text;
+        if (ev.index === 0) r.reasoning += ev.text;
+        break;
+      }
       case "refusal": {
         const c = this.#choice(ev);
         c.refusal = (c.refusal ?? "") + ev.text;
@@ -487,6 +511,9 @@ export class RelayStream {
           completion_tokens: ev.completion_tokens,
           total_tokens: ev.total_tokens,
         };
+        for (const details of ["prompt_tokens_details", "completion_tokens_details"]) {
+          if (isObject(ev[details])) r.usage[details] = ev[details];
+        }
         break;
       default:
     }
@@ -495,10 +522,10 @@ export class RelayStream {
   #choice(ev) {
     const i = ev.index;
     if (!Number.isInteger(i) || i < 0 || i >= MAX_CHOICES) throw badEvent(ev, "index");
-    if ((ev.type === "delta" || ev.type === "refusal") && typeof ev.text !== "string") throw badEvent(ev, "text");
+    if (TEXT_EVENTS.has(ev.type) && typeof ev.text !== "string") throw badEvent(ev, "text");
     const choices = this.#result.choices;
     while (choices.length <= i) {
-      choices.push({ index: choices.length, text: "", refusal: null, toolCalls: [], finishReason: null });
+      choices.push({ index: choices.length, text: "", reasoning: null, refusal: null, toolCalls: [], finishReason: null });
     }
     return choices[i];
   }
@@ -546,10 +573,12 @@ export class RelayStream {
  * @property {string|null} id the `start` event's id
  * @property {string|null} model the `start` event's model
  * @property {string} text the text of choice 0
- * @property {Array<{index: number, text: string, refusal: string|null,
+ * @property {string} reasoning the reasoning of choice 0 (`""` when there was none)
+ * @property {Array<{index: number, text: string, reasoning: string|null, refusal: string|null,
  *   toolCalls: Array<{id: string|null, name: string|null, arguments: string}>,
  *   finishReason: string|null}>} choices
- * @property {{prompt_tokens: number, completion_tokens: number, total_tokens: number}|null} usage
+ * @property {{prompt_tokens: number, completion_tokens: number, total_tokens: number,
+ *   prompt_tokens_details?: object, completion_tokens_details?: object}|null} usage
  */
 
 /**

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .config import FAULTS, SimulatorConfig
+from .config import FAULTS, ROUTE_FAULTS, ROUTES, SimulatorConfig
 
 __all__ = ["build_parser", "config_from_args", "configure", "main", "run"]
 
@@ -30,26 +30,39 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 """The log line format of every ``streamrelay`` command."""
 
 DESCRIPTION = (
-    "Run the OpenAI-compatible streaming simulator: POST /v1/chat/completions and\n"
-    "GET /v1/models, with deterministic text, realistic pacing and injectable faults."
+    "Run the OpenAI-compatible streaming simulator, with deterministic text, realistic\n"
+    "pacing and injectable faults, on the paths OpenAI has (any other is a 404):\n"
+    "  POST /v1/chat/completions  chat completions, streaming and not\n"
+    "  POST /v1/responses         the Responses API, streaming (event: lines) and not\n"
+    "  POST /v1/completions       legacy completions (prompt in, choices[].text out)\n"
+    "  GET  /v1/models, /v1/models/{id}"
 )
 
 _DEFAULTS = SimulatorConfig()
 
 
+def _routes_of(name: str) -> str:
+    routes = [route for route in ROUTES if name in ROUTE_FAULTS[route]]
+    return "" if len(routes) == len(ROUTES) else f" [{', '.join(routes)} only]"
+
+
 def _epilog() -> str:
     width = max(map(len, FAULTS))
-    faults = "\n".join(f"  {name:<{width}}  {what}" for name, what in FAULTS.items())
+    faults = "\n".join(
+        f"  {name:<{width}}  {what}{_routes_of(name)}" for name, what in FAULTS.items()
+    )
     return (
         "The options set the defaults of every request. A request overrides any of\n"
         'them with a "simulator" object in its JSON body, using the field names\n'
         '(first_delay, error_type, ...): {"simulator": {"fault": "stall", "after": 3}}.\n'
         "\n"
-        f"faults (--fault, combinable):\n{faults}\n"
+        "faults (--fault, combinable; a route ignores the defaults it cannot honour, and\n"
+        f"answers 400 to a request that asks for one itself):\n{faults}\n"
         "\n"
         "examples:\n"
         "  streamrelay simulate --port 9000 --delay 0.05\n"
         "  streamrelay simulate --fault mid_error --after 5   # fails after 5 tokens\n"
+        "  streamrelay simulate --fault reasoning --reasoning-tokens 30\n"
         "  python -m streamrelay.testing --tokens 200 --first-delay 2"
     )
 
@@ -251,12 +264,29 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help=f"bytes of the big_line token (default: {d.size})",
     )
     faults.add_argument(
+        "--reasoning-tokens",
+        dest="reasoning_tokens",
+        type=int,
+        default=unset,
+        metavar="N",
+        help="reasoning tokens of the reasoning and parts faults, without --reasoning-text "
+        f"(default: {d.reasoning_tokens})",
+    )
+    faults.add_argument(
+        "--reasoning-text",
+        dest="reasoning_text",
+        default=unset,
+        metavar="TEXT",
+        help="exact reasoning of those faults, cut into --chunk-size characters per token",
+    )
+    faults.add_argument(
         "--tool-calls",
         dest="tool_calls",
         type=int,
         default=unset,
         metavar="N",
-        help=f"parallel tool calls of the tools fault (default: {d.tool_calls})",
+        help="parallel tool calls of the tools fault (tool_index_collision: at least 2) "
+        f"(default: {d.tool_calls})",
     )
     return parser
 
@@ -317,6 +347,7 @@ def _banner(host: str, port: int, config: SimulatorConfig) -> str:
     return "\n".join(
         [
             f"streamrelay simulator on http://{url_host}:{port}/v1",
+            "  POST /chat/completions, /responses, /completions; GET /models",
             f"  {content}, {config.delay}s apart; model {config.model}; faults: {faults}",
             '  per request: {"simulator": {"fault": "mid_error", "after": 3}} in the body',
             "",

@@ -5,6 +5,11 @@ faults and their parameters) and validates it in one place, whether the values
 come from Python, from the command line (:mod:`.cli`) or from a request's
 ``"simulator"`` object. :data:`FAULTS` names the faults it can inject.
 
+Not every fault makes sense on every route: :data:`ROUTE_FAULTS` says which
+faults each generation route honours. A fault a request asks for itself (in its
+``"simulator"`` object) on a route that cannot honour it is a 400; a default one
+(from the config or the command line) is simply not applied there.
+
 This module imports only the standard library, so that the command line and the
 pytest plugin can read the defaults without loading a server.
 """
@@ -17,18 +22,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-__all__ = ["FAULTS", "SimulatorConfig"]
+__all__ = ["FAULTS", "ROUTES", "ROUTE_FAULTS", "SimulatorConfig"]
 
 FAULTS: Mapping[str, str] = {
     # Before the stream.
     "status": "an HTTP error (`status`, default 429) before any byte of the stream",
     "stall_headers": "wait `stall` seconds (default: until the client leaves) before the headers",
     # At `after` tokens.
-    "mid_error": 'after `after` tokens, `data: {"error": {...}}`, then a clean end',
+    "mid_error": 'after `after` tokens, `data: {"error": {...}}` (Responses: an `error` '
+    "event), then a clean end",
     "mid_error_legacy": 'like mid_error in the vLLM shape `{"object": "error", ...}`',
+    "failed": "after `after` tokens, `response.failed` with the error, then "
+    "a clean end (without streaming: a response whose status is failed)",
     "abrupt_close": "after `after` tokens, drop the connection: no terminating chunk",
     "stall": "after `after` tokens, go silent for `stall` seconds (default: forever), then go on",
-    "truncate": "after `after` tokens, end cleanly without finish_reason and without [DONE]",
+    "truncate": "after `after` tokens, end cleanly without finish_reason and without [DONE] "
+    "(Responses: without response.completed)",
     "invalid_utf8": "after `after` tokens, one data line with invalid UTF-8 bytes, then go on",
     "non_json": "after `after` tokens, one `data: hello` line, then go on",
     "big_line": "a content token of `size` bytes (default 3 MiB) at position `after`",
@@ -36,8 +45,16 @@ FAULTS: Mapping[str, str] = {
     "no_done": "the finish_reason chunk (and usage), then a clean end without [DONE]",
     # Payload shapes.
     "azure": "Azure OpenAI's chunks: prompt_filter_results first, content_filter_results",
-    "tools": "stream `tool_calls` (default 1) parallel tool calls; finish_reason tool_calls",
-    "refusal": "stream delta.refusal pieces instead of content",
+    "tools": "stream `tool_calls` (default 1) parallel tool calls; finish_reason tool_calls "
+    "(Responses: function_call items); a conversation that ends with a tool result gets text",
+    "tool_index_collision": "`tool_calls` (at least 2) tool calls that all use index 0 "
+    "but have different ids, as some OpenAI-compatible proxies of Claude stream them",
+    "refusal": "stream delta.refusal pieces instead of content (Responses: a refusal part)",
+    "reasoning": "`reasoning_tokens` pieces of reasoning before the answer: "
+    "delta.reasoning_content as DeepSeek streams it (Responses: a reasoning item with "
+    "summary text)",
+    "parts": "Mistral's delta.content: a list of typed parts, thinking parts "
+    '(`{"type": "thinking", "thinking": [{"type": "text", ...}]}`) then text parts',
     "timestamps": "each token is 't=<server time.time_ns() at send> '",
     # Framing.
     "crlf": "CRLF line endings",
@@ -50,6 +67,28 @@ FAULTS: Mapping[str, str] = {
 }
 """Fault names accepted by ``"fault"``, with what each one does."""
 
+ROUTES: Mapping[str, str] = {
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "responses": "/v1/responses",
+}
+"""The simulator's generation routes, by short name."""
+
+_NOT_ON: Mapping[str, frozenset[str]] = {
+    "chat": frozenset({"failed"}),
+    "completions": frozenset(
+        {"failed", "tools", "tool_index_collision", "refusal", "reasoning", "parts"}
+    ),
+    "responses": frozenset(
+        {"mid_error_legacy", "no_done", "azure", "parts", "tool_index_collision"}
+    ),
+}
+
+ROUTE_FAULTS: Mapping[str, frozenset[str]] = {
+    route: frozenset(FAULTS) - _NOT_ON[route] for route in ROUTES
+}
+"""The faults each generation route (``"chat"``, ``"completions"``, ``"responses"``) honours."""
+
 
 @dataclass(frozen=True)
 class SimulatorConfig:
@@ -57,9 +96,12 @@ class SimulatorConfig:
 
     A request overrides fields with a ``"simulator"`` object in its JSON body,
     e.g. ``{"simulator": {"fault": "stall", "after": 3, "stall": 0.5}}``.
-    Standard request fields are honored as OpenAI does: ``stream``, ``n``,
-    ``max_tokens`` / ``max_completion_tokens``, ``stream_options.include_usage``,
-    ``model`` (echoed back) and ``tools`` (their names are used by ``tools``).
+    Standard request fields are honored as OpenAI does: ``stream`` and ``model``
+    (echoed back) everywhere; ``n``, ``max_tokens`` / ``max_completion_tokens``,
+    ``stream_options.include_usage`` and ``tools`` (their names are used by
+    ``tools``) on chat completions; ``prompt``, ``n``, ``max_tokens`` and
+    ``stream_options`` on legacy completions; ``input``, ``instructions``,
+    ``max_output_tokens`` and ``tools`` on the Responses API.
     """
 
     tokens: int = 40
@@ -99,7 +141,12 @@ class SimulatorConfig:
     size: int = 3 * 1024 * 1024
     """Bytes of the ``big_line`` token."""
     tool_calls: int = 1
-    """Parallel tool calls streamed by the ``tools`` fault."""
+    """Parallel tool calls streamed by the ``tools`` fault (``tool_index_collision``: at least 2)."""
+    reasoning_tokens: int = 16
+    """Reasoning tokens per choice of the ``reasoning`` and ``parts`` faults, without
+    ``reasoning_text``."""
+    reasoning_text: str | None = None
+    """Exact reasoning of those faults, cut into ``chunk_size``-character tokens."""
     created: int | None = 1_700_000_000
     """The chunks' ``created``; fixed so that equal requests give equal bytes, or
     ``None`` for the current time."""
@@ -120,7 +167,7 @@ class SimulatorConfig:
             raise ValueError(f"status must be at most 599, not {self.status}")
         if self.body not in ("json", "html"):
             raise ValueError(f"body must be 'json' or 'html', not {self.body!r}")
-        for name in ("message", "error_type", "text"):
+        for name in ("message", "error_type", "text", "reasoning_text"):
             if getattr(self, name) is not None:
                 _check_type(name, getattr(self, name), str)
         if self.code is not None:
@@ -134,6 +181,7 @@ class SimulatorConfig:
         _check_int("chunk_size", self.chunk_size, minimum=1)
         _check_int("size", self.size, minimum=1)
         _check_int("tool_calls", self.tool_calls, minimum=1)
+        _check_int("reasoning_tokens", self.reasoning_tokens)
         if self.created is not None:
             _check_int("created", self.created)
 
@@ -141,6 +189,10 @@ class SimulatorConfig:
     def faults(self) -> tuple[str, ...]:
         """The fault names in effect, in the order given."""
         return _parse_faults(self.fault)
+
+    def faults_on(self, route: str) -> tuple[str, ...]:
+        """The faults in effect that ``route`` (a key of :data:`ROUTES`) honours."""
+        return tuple(name for name in self.faults if name in ROUTE_FAULTS[route])
 
     def replace(self, **overrides: Any) -> SimulatorConfig:
         """A copy with some fields changed; unknown names raise :exc:`ValueError`."""

@@ -13,7 +13,7 @@ Fixtures:
 - ``streamrelay_simulator``: the base URL (a ``str`` ending in ``/v1``) of a
   :class:`~streamrelay.testing.Simulator` on a real socket (uvicorn, 127.0.0.1).
 - ``streamrelay_simulator_app``: that :class:`~streamrelay.testing.Simulator`
-  itself, for its ``requests``, ``stats`` and oracle (``expected_text``).
+  itself, for its ``requests``, ``stats`` and oracles (``expected_text``, ``response``, ...).
 - ``streamrelay_relay``: the base URL (a ``str`` ending in ``/v1``) of a
   :class:`~streamrelay.StreamRelay` mounted at ``/v1`` under uvicorn, whose
   upstream is that simulator and whose key is :data:`RELAY_API_KEY`.

@@ -1,7 +1,7 @@
 """What the simulator saw and did: the evidence a test asserts on.
 
 :class:`RecordedRequest` is one request exactly as it arrived (headers, body)
-and how it ended; :class:`SimulatorStats` counts chat completions as they start
+and how it ended; :class:`SimulatorStats` counts generations as they start
 and end, thread-safely, so that a test in one thread can wait for what the
 server thread did (``sim.stats.wait(cancelled=1)`` proves that a disconnect
 stopped a generation).
@@ -60,7 +60,8 @@ _Counter = Literal["started", "finished", "cancelled", "failed"]
 
 
 class SimulatorStats:
-    """Thread-safe counters of chat completion requests.
+    """Thread-safe counters of generation requests (chat completions, responses and
+    legacy completions; ``/models`` is not counted).
 
     ``started`` counts requests that began; each then ends ``finished`` (it sent
     all it meant to, including deliberate errors and ``abrupt_close``),

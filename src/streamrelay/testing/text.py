@@ -1,7 +1,10 @@
-"""The simulator's deterministic content: generated words, refusals, tool arguments.
+"""The simulator's deterministic content: generated words, reasoning, refusals, tool arguments.
 
-The same request (messages, seed, index) always gets the same tokens, so a test
-can compute what a stream will carry before it runs. Some words are multi-byte
+The same request (conversation, seed, index) always gets the same tokens, so a test
+can compute what a stream will carry before it runs. The conversation is a chat
+request's ``messages``, a Responses request's ``input`` as messages (so that
+``input=[{"role": "user", "content": "Hi"}]`` gets what the same chat gets), or a
+legacy completion's ``prompt``. Some words are multi-byte
 in UTF-8 so that every default stream exercises a decoder's split characters.
 """
 
@@ -98,11 +101,18 @@ def _digest(*parts: object) -> str:
 
 
 def _prompt_text(messages: object) -> str:
+    if isinstance(messages, str):
+        return messages
     if not isinstance(messages, list):
         return ""
     texts: list[str] = []
     for message in messages:
+        if isinstance(message, str):  # a legacy completion's list of prompts
+            texts.append(message)
+            continue
         content = message.get("content") if isinstance(message, Mapping) else None
+        if content is None and isinstance(message, Mapping):
+            content = message.get("output")  # a Responses function_call_output item
         if isinstance(content, str):
             texts.append(content)
         elif isinstance(content, list):
@@ -117,6 +127,14 @@ def _prompt_text(messages: object) -> str:
 def _generate(config: SimulatorConfig, messages: object, index: int) -> list[str]:
     rng = random.Random(_digest("text", config.seed, messages, index))
     return [" " + rng.choice(_VOCABULARY) for _ in range(config.tokens)]
+
+
+def _generate_reasoning(config: SimulatorConfig, messages: object, index: int) -> list[str]:
+    if config.reasoning_text is not None:
+        return _cut(config, config.reasoning_text)
+    rng = random.Random(_digest("reasoning", config.seed, messages, index))
+    words = [rng.choice(_VOCABULARY) for _ in range(config.reasoning_tokens)]
+    return [(" " if position else "") + word for position, word in enumerate(words)]
 
 
 def _cut(config: SimulatorConfig, text: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Bytes on the wire: SSE framing with its faults, writers, and plain HTTP answers.
 
-:class:`_Framer` turns one event's data into SSE bytes with the framing faults
-applied (``crlf``, ``cr``, ``nospace``, ``multiline``, ``comments``, ``bom``);
+:class:`_Framer` turns one event's data (and its ``event:`` name, as the
+Responses API sends one) into SSE bytes with the framing faults applied
+(``crlf``, ``cr``, ``nospace``, ``multiline``, ``comments``, ``bom``);
 the writers send those bytes whole or one byte at a time (``split``).
 ``_send_json`` and ``_send_error`` answer with a complete JSON body.
 """
@@ -65,12 +66,12 @@ class _Framer:
 
     def __init__(self, faults: Sequence[str]) -> None:
         self.eol = b"\r\n" if "crlf" in faults else b"\r" if "cr" in faults else b"\n"
-        self.field = b"data:" if "nospace" in faults else b"data: "
+        self.space = b"" if "nospace" in faults else b" "
         self.multiline = "multiline" in faults
         self.comments = "comments" in faults
         self.prefix = _BOM if "bom" in faults else b""
 
-    def frame(self, data: dict[str, Any] | bytes) -> bytes:
+    def frame(self, data: dict[str, Any] | bytes, event: str | None = None) -> bytes:
         if isinstance(data, dict):
             lines = _dumps(data, multiline=self.multiline).split(b"\n")
         else:
@@ -79,8 +80,10 @@ class _Framer:
         self.prefix = b""
         if self.comments:
             out += b": keep-alive" + self.eol + self.eol
+        if event is not None:
+            out += b"event:" + self.space + event.encode() + self.eol
         for line in lines:
-            out += self.field + line + self.eol
+            out += b"data:" + self.space + line + self.eol
         out += self.eol
         return bytes(out)
 

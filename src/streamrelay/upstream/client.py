@@ -52,6 +52,7 @@ from .redaction import is_secret_header, redact, redacting, secrets_of
 
 __all__ = [
     "DEFAULT_UPSTREAM",
+    "MAX_ANSWER_BYTES",
     "MissingAPIKeyWarning",
     "Transport",
     "Upstream",
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 DEFAULT_UPSTREAM = "https://api.openai.com/v1"
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
+"""The largest non-streaming answer :meth:`Upstream.post` reads (502 beyond)."""
 Transport = Literal["auto", "native", "aiohttp", "httpx"]
 _TRANSPORTS = ("auto", "native", "aiohttp", "httpx")
 _NEVER_FORWARDED = frozenset({"authorization", "cookie", "host"})
@@ -370,6 +373,37 @@ class Upstream:
             body = redact(body, self.secrets)
             kept = [(k, redact(v.encode(), self.secrets).decode()) for k, v in kept]
         return status, kept, body
+
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        client_headers: Iterable[tuple[str, str]] = (),
+        *,
+        limit: int = MAX_ANSWER_BYTES,
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """POST ``body`` to ``base_url + path`` and read the answer whole, for the
+        non-streaming calls: the status, the headers a client may see
+        (:data:`~streamrelay.sources.PASSTHROUGH_HEADERS`) and the body, with the
+        key redacted. Any status is returned, not raised; the same failures as
+        :meth:`open` are raised when there is no answer. Nothing is ever sent twice.
+        """
+        headers = dict(self._headers)
+        headers["accept"] = "application/json"
+        for name, value in self._checked(client_headers):
+            headers[name] = value
+        status, answer_headers, answer = await httpx_impl.post(
+            self.client or self._own_httpx(),
+            self._prefix + path + self._query,
+            body,
+            headers,
+            limit,
+        )
+        kept = passthrough_headers(answer_headers)
+        if self.secrets:
+            answer = redact(answer, self.secrets)
+            kept = [(k, redact(v.encode(), self.secrets).decode()) for k, v in kept]
+        return status, kept, answer
 
     def _checked(self, client_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The forwarded client headers, each checked for what HTTP/1.1 can carry."""

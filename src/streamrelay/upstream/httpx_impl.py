@@ -18,7 +18,7 @@ from ..errors import UpstreamUnavailable
 from ..sources import Source, from_httpx
 from .failures import connect_timeout, dns_error, host, unreachable
 
-__all__ = ["get", "new_client", "open_httpx"]
+__all__ = ["get", "new_client", "open_httpx", "post"]
 
 
 def new_client(
@@ -61,6 +61,39 @@ async def get(
     with _failures(url):
         response = await client.get(url, headers=headers, follow_redirects=False)
     return response.status_code, response.headers.multi_items(), response.content
+
+
+async def post(
+    client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str], limit: int
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """POST ``body`` to ``url`` and read the answer whole: status, headers, body.
+
+    For the non-streaming calls (a whole ``chat.completion`` or ``response``). A
+    body beyond ``limit`` bytes is refused (502 ``upstream_too_large``) rather than
+    held. Cancelling the call closes the connection, which stops the generation.
+    """
+    raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    request = client.build_request("POST", url, content=body, headers=raw)
+    with _failures(url):
+        response = await client.send(request, stream=True, follow_redirects=False)
+        try:
+            if 300 <= response.status_code < 400:
+                raise UpstreamUnavailable(
+                    f"the upstream answered with a redirect ({response.status_code}); "
+                    "redirects are not followed so the API key never reaches another host",
+                    code="upstream_redirect",
+                )
+            content = bytearray()
+            async for piece in response.aiter_raw():
+                content += piece
+                if len(content) > limit:
+                    raise UpstreamUnavailable(
+                        f"the upstream's answer exceeds {limit} bytes",
+                        code="upstream_too_large",
+                    )
+        finally:
+            await response.aclose()
+    return response.status_code, response.headers.multi_items(), bytes(content)
 
 
 @contextlib.contextmanager
