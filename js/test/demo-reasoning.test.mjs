@@ -37,6 +37,9 @@ function* plan(prompt) {
 async function startRelay() {
   const requests = [];
   let release = null;
+  // release() may come before the stream reaches its gate (the page can show the whole
+  // reasoning while the server still waits between writes): the gate then stays open.
+  let opened = false;
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, "http://127.0.0.1");
     if (req.method === "GET" && (url.pathname === "/" || url.pathname === "/v1/streamrelay.js")) {
@@ -54,7 +57,9 @@ async function startRelay() {
     let id = 0;
     for (const ev of plan(body.messages.at(-1).content)) {
       if (ev === "gate") {
-        await new Promise((resolve) => (release = resolve));
+        if (!opened) await new Promise((resolve) => (release = resolve));
+        opened = false;
+        release = null;
         continue;
       }
       res.write(sse ? `id: ${++id}\nevent: ${ev.type}\ndata: ${JSON.stringify(ev)}\n\n` : JSON.stringify(ev) + "\n");
@@ -66,7 +71,10 @@ async function startRelay() {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     requests,
-    release: () => release?.(),
+    release: () => {
+      opened = true;
+      release?.();
+    },
     close: () => {
       server.closeAllConnections();
       return new Promise((resolve) => server.close(resolve));
