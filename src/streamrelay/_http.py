@@ -20,6 +20,7 @@ __all__ = [
     "send_answer",
     "send_error",
     "send_method_not_allowed",
+    "send_no_content",
     "send_passthrough",
     "send_rejection",
 ]
@@ -54,6 +55,18 @@ async def send_error(
 def error_body(message: str, *, code: str | None, type: str = "invalid_request_error") -> bytes:
     """OpenAI's error body, ``{"error": {"message", "type", "code"}}``, as bytes."""
     return _json.dumps({"error": {"message": message, "type": type, "code": code}})
+
+
+async def send_no_content(send: Send) -> None:
+    """204, no body."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [(b"cache-control", b"no-store")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def send_method_not_allowed(send: Send, method: str, allow: str) -> None:

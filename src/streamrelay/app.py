@@ -8,17 +8,19 @@ the upstream's JSON, or one of our formats) is decided once, in :meth:`StreamRel
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
 import logging
 import math
+import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import anyio
 from starlette.exceptions import HTTPException
@@ -31,12 +33,16 @@ from .config import RequestLimits, StreamSettings, check_format_name, settings_o
 from .errors import (
     ConfigurationError,
     RequestRejected,
+    StoreUnavailable,
     UnsupportedFormat,
     UpstreamUnavailable,
 )
 from .negotiation import asked_format, format_param
 from .outcome import StreamObserver
 from .pipeline import run_stream
+from .resume import Recording, follow
+from .sources import Source
+from .stores.base import Store
 from .upstream import Upstream
 
 __all__ = ["PrepareHook", "PrincipalHook", "StreamRelay"]
@@ -49,10 +55,12 @@ PrepareHook = Callable[
 """``prepare(request, body)``: return a new body (or ``None`` to keep it), or raise
 :class:`~streamrelay.RequestRejected` to refuse the request. May be sync or async."""
 
-PrincipalHook = Callable[[Request, dict[str, Any]], "Hashable | None"]
+PrincipalHook = Callable[[Request, "dict[str, Any] | None"], "Hashable | None"]
 """``principal(request, body)``: who a request belongs to, for
 :attr:`RequestLimits.max_streams_per_principal <streamrelay.RequestLimits>`
-(``None``: not limited). The default is the client's IP address."""
+(``None``: not limited) and, with a store, whose streams it may resume and stop
+(the resume and stop routes call it with ``body=None``). The default is the
+client's IP address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +81,11 @@ _ROUTES = {
     "/completions": _Route("completions", "prompt", (str, list), ("max_tokens",)),
 }
 
-_Accepted = tuple[str, bytes, "str | None", list[tuple[str, str]], "Hashable | None"]
+_Accepted = tuple[
+    str, bytes, "str | None", list[tuple[str, str]], "Hashable | None", "_Slot | None"
+]
 """An accepted generation: upstream path, body, format (``None``: a whole JSON answer),
-forwarded headers, principal."""
+forwarded headers, principal, the principal's stream slot."""
 
 _STATIC = {
     "/streamrelay.js": ("streamrelay.js", b"text/javascript; charset=utf-8"),
@@ -120,6 +130,13 @@ class StreamRelay:
         principal: ``principal(request, body)`` names who a request belongs to, for
             the per-principal stream limit (default: the client's IP address).
         on_stream_end: called with each stream's :class:`~streamrelay.Outcome`.
+        store: a :mod:`stream store <streamrelay.stores>` makes streams resumable:
+            each gets an ``X-Stream-Id``, ``GET <mount>/streams/{id}`` resumes it
+            (``Last-Event-ID``), ``DELETE <mount>/streams/{id}`` stops it, and a
+            client that disconnects no longer stops it (see ``linger``).
+        linger: with a store, how long a stream goes on with no reader connected
+            before it is abandoned and its upstream closed (default 30 s; ``None``:
+            it always finishes).
     """
 
     def __init__(
@@ -134,6 +151,8 @@ class StreamRelay:
         prepare: PrepareHook | None = None,
         principal: PrincipalHook | None = None,
         on_stream_end: StreamObserver | None = None,
+        store: Store | None = None,
+        linger: float | None = 30.0,
     ) -> None:
         self.upstream = upstream if isinstance(upstream, Upstream) else Upstream(upstream)
         self.default_format = (
@@ -155,14 +174,28 @@ class StreamRelay:
         self.prepare = prepare
         self.principal: PrincipalHook = principal or _client_address
         self.on_stream_end = on_stream_end
+        if store is not None and not isinstance(store, Store):
+            raise ConfigurationError(
+                f"store must be a streamrelay.stores store (MemoryStore(), RedisStore(url)), "
+                f"not {type(store).__name__}"
+            )
+        self.store = store
+        if linger is not None and (
+            isinstance(linger, bool) or not isinstance(linger, (int, float)) or linger < 0
+        ):
+            raise ConfigurationError(f"linger must be seconds (>= 0) or None, got {linger!r}")
+        self.linger = linger
         self._streams: Counter[Hashable] = Counter()
 
     def __repr__(self) -> str:
         return f"StreamRelay(upstream={self.upstream.base_url!r})"
 
     async def aclose(self) -> None:
-        """Close the upstream connection pools (called on lifespan shutdown when top-level)."""
+        """Close the upstream connection pools and the store's connections (called on
+        lifespan shutdown when top-level)."""
         await self.upstream.aclose()
+        if self.store is not None:
+            await self.store.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -179,6 +212,8 @@ class StreamRelay:
             accepted = await self._accept(scope, receive, send, path, route)
             if accepted is not None:
                 await self._relay(receive, send, *accepted)
+        elif path.startswith("/streams/") and "/" not in path[len("/streams/") :]:
+            await self._stream_route(scope, receive, send, path[len("/streams/") :])
         elif path == "/models" or path.startswith("/models/"):
             model_id = path[len("/models/") :] if path != "/models" else None
             await self._models(scope, send, model_id)
@@ -265,21 +300,51 @@ class StreamRelay:
         # exact-size bytes, not orjson's (which keeps a 4 KiB buffer per result).
         payload = json.dumps(body, separators=(",", ":")).encode()
         principal = None
-        if limits.max_streams_per_principal is not None:
+        if limits.max_streams_per_principal is not None or self.store is not None:
             principal = self.principal(request, body)
-            if principal is not None:
-                if self._streams[principal] >= limits.max_streams_per_principal:
-                    await _http.send_error(
-                        send,
-                        429,
-                        f"at most {limits.max_streams_per_principal} concurrent streams per client",
-                        code="too_many_streams",
-                        headers=[("retry-after", "1")],
-                    )
-                    return None
-                self._streams[principal] += 1
+        slot = None
+        if limits.max_streams_per_principal is not None and principal is not None:
+            slot = await self._take_slot(principal, limits.max_streams_per_principal)
+            if slot is None:
+                await _http.send_error(
+                    send,
+                    429,
+                    f"at most {limits.max_streams_per_principal} concurrent streams per client",
+                    code="too_many_streams",
+                    headers=[("retry-after", "1")],
+                )
+                return None
         forwarded = self.upstream.forwarded(request.headers.items())
-        return path, payload, fmt, forwarded, principal
+        return path, payload, fmt, forwarded, principal, slot
+
+    async def _take_slot(self, principal: Hashable, limit: int) -> _Slot | None:
+        """One of ``principal``'s stream slots: in the store when there is one (the
+        limit then holds across workers), else in this process."""
+        if self.store is not None:
+            key = _principal_key(principal)
+            assert key is not None
+            try:
+                if not await self.store.acquire(key, limit):
+                    return None
+                return _Slot(key, None)
+            except StoreUnavailable as exc:
+                logger.warning("stream store unavailable, counting streams locally: %s", exc)
+        if self._streams[principal] >= limit:
+            return None
+        self._streams[principal] += 1
+        return _Slot(None, principal)
+
+    async def _give_slot(self, slot: _Slot) -> None:
+        if slot.store_key is not None:
+            assert self.store is not None
+            try:
+                await self.store.release(slot.store_key)
+            except StoreUnavailable:
+                pass  # the store's own expiry gives it back
+        else:
+            self._streams[slot.local] -= 1
+            if self._streams[slot.local] <= 0:
+                del self._streams[slot.local]
 
     async def _relay(
         self,
@@ -290,6 +355,7 @@ class StreamRelay:
         fmt: str | None,
         client_headers: list[tuple[str, str]],
         principal: Hashable | None,
+        slot: _Slot | None,
     ) -> None:
         """Stream (or answer whole) one accepted request. (Kept apart from the parsing
         so that the request and its parsed body are not held for the stream's life.)"""
@@ -309,6 +375,14 @@ class StreamRelay:
             async def open_source() -> Any:
                 return await upstream.open(path, payload, client_headers)
 
+            recording = None
+            if self.store is not None:
+                recording = Recording(
+                    self.store,
+                    secrets.token_urlsafe(16),  # 128 bits (a uuid4 has 122)
+                    _principal_key(principal),
+                    self.linger,
+                )
             await run_stream(
                 send,
                 open_source=open_source,
@@ -317,12 +391,89 @@ class StreamRelay:
                 settings=self.settings,
                 headers=((b"vary", b"accept"),),
                 observer=self.on_stream_end,
+                recording=recording,
             )
         finally:
-            if principal is not None:
-                self._streams[principal] -= 1
-                if self._streams[principal] <= 0:
-                    del self._streams[principal]
+            if slot is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._give_slot(slot)
+
+    async def _stream_route(
+        self, scope: Scope, receive: Receive, send: Send, stream_id: str
+    ) -> None:
+        """``GET /streams/{id}`` resumes a stored stream; ``DELETE`` stops it."""
+        method = scope["method"]
+        if method not in ("GET", "DELETE"):
+            await _http.send_method_not_allowed(send, method, "GET, DELETE")
+            return
+        store = self.store
+        if store is None:
+            await _http.send_error(
+                send,
+                404,
+                "streams are not resumable on this relay (StreamRelay(store=...) turns it on)",
+                code="not_found",
+            )
+            return
+        try:
+            fmt = _http.negotiate_format(scope, "sse") if method == "GET" else ""
+            after = _position(scope) if method == "GET" else 0
+        except RequestRejected as exc:
+            await _http.send_rejection(send, exc)
+            return
+        key = _principal_key(self.principal(Request(scope), None))
+        try:
+            info = await store.info(stream_id)
+            if info is None or (info.principal is not None and info.principal != key):
+                # One answer for unknown, expired and foreign ids: no way to tell them apart.
+                await _http.send_error(
+                    send,
+                    404,
+                    "no such stream: it is unknown, has expired, or is not yours",
+                    code="stream_not_found",
+                )
+                return
+            if method == "DELETE":
+                await store.stop(stream_id)
+                await _http.send_no_content(send)
+                return
+        except StoreUnavailable as exc:
+            await _send_store_unavailable(send, exc)
+            return
+        if fmt in ("openai", "text"):
+            after = 0  # these formats cannot say where they are: always the whole stream
+        if after > info.last:
+            await _http.send_error(
+                send,
+                400,
+                f"the position {after} is beyond the stream's last event ({info.last})",
+                code="invalid_position",
+            )
+            return
+        if info.ended and after >= info.last:
+            await _http.send_no_content(send)  # all delivered: EventSource stops here
+            return
+
+        async def open_source() -> Source:
+            try:
+                return await follow(store, stream_id, after)
+            except StoreUnavailable as exc:
+                raise UpstreamUnavailable(
+                    f"the stream store is unavailable: {exc}",
+                    code="store_unavailable",
+                    status_code=503,
+                ) from None
+
+        await run_stream(
+            send,
+            open_source=open_source,
+            wait_disconnect=_http.disconnect_waiter(receive),
+            format=fmt,
+            # The producer watches the upstream's silence; a reader waits as long as it.
+            settings=dataclasses.replace(self.settings, idle_timeout=None),
+            headers=((b"vary", b"accept"), (b"x-stream-id", stream_id.encode())),
+            after=after,
+        )
 
     async def _read_request(
         self, request: Request, receive: Receive, route: _Route
@@ -406,7 +557,50 @@ class StreamRelay:
                 return
 
 
-def _client_address(request: Request, body: dict[str, Any]) -> Hashable | None:
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A stream slot taken for a principal: in the store, or in this process."""
+
+    store_key: str | None
+    local: Hashable | None
+
+
+def _principal_key(principal: Hashable | None) -> str | None:
+    """The principal as the store keeps it (a string)."""
+    return None if principal is None else str(principal)
+
+
+def _position(scope: Scope) -> int:
+    """The resume position: ``Last-Event-ID``, else ``?last_event_id=``, else 0."""
+    raw = _http.header(scope, b"last-event-id")
+    if raw is None:
+        for key, value in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+            if key == "last_event_id":
+                raw = value
+                break
+    if raw is None or raw == "":
+        return 0
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise RequestRejected(
+            400,
+            "the position (Last-Event-ID) must be a decimal event number",
+            code="invalid_position",
+        )
+    return int(raw)
+
+
+async def _send_store_unavailable(send: Send, exc: StoreUnavailable) -> None:
+    await _http.send_error(
+        send,
+        503,
+        f"the stream store is unavailable: {exc}",
+        code="store_unavailable",
+        type="server_error",
+        headers=[("retry-after", "1")],
+    )
+
+
+def _client_address(request: Request, body: dict[str, Any] | None) -> Hashable | None:
     return request.client.host if request.client is not None else None
 
 

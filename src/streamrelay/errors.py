@@ -10,6 +10,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "RequestRejected",
+    "StoreUnavailable",
     "StreamRelayError",
     "UnsupportedFormat",
     "UpstreamStatusError",
@@ -119,3 +120,11 @@ class UpstreamUnavailable(StreamRelayError):
         self.message = message
         self.code = code
         self.status_code = status_code
+
+
+class StoreUnavailable(StreamRelayError):
+    """The stream store (Redis) failed or could not be reached.
+
+    A stream in flight then goes on without it (no longer resumable); a resume or a
+    stop that needs it is answered 503.
+    """

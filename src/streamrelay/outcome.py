@@ -50,6 +50,12 @@ class Ending(enum.Enum):
     """The client accepted nothing within the send timeout and was dropped."""
     SHUTDOWN = "shutdown"
     """The server stopped while the stream was open; it ended with a ``shutdown`` error."""
+    STOPPED = "stopped"
+    """A stored stream was stopped (``DELETE /streams/{id}``); it ended with an
+    ``error`` event whose code is ``stopped`` and its upstream was closed."""
+    ABANDONED = "abandoned"
+    """A stored stream had no reader for ``linger`` seconds; its upstream was closed
+    and it ended with code ``abandoned``."""
     CRASHED = "crashed"
     """The source raised something unexpected (a bug in a handler's generator or
     in the host app): the exception propagates to the server."""

@@ -39,6 +39,13 @@ Windows that must not await:
   start a heartbeat beside the send (two ASGI sends at once);
 * in the monitor, between computing what is due and acting on it.
 
+With a store (:mod:`streamrelay.resume`), the stream is a *producer*: the pump
+saves each upstream read's records before it sends them; the client leaving
+*detaches* it instead of cancelling ``outer`` (no more sends or heartbeats, only
+the idle timeout); a side task, the *watch*, beats the store and may *halt* the
+pump (a stop, or an empty linger window), which then writes the ending into the
+store. A resumed stream is an ordinary stream whose source is the store.
+
 State has one home each: the clock readings and the timing rules in
 :class:`~streamrelay.timing.Deadlines`; decode and encode state in the
 :class:`~streamrelay.transcoder.Transcoder`; how the stream ended in
@@ -73,6 +80,7 @@ from .errors import (
 from .events import Error
 from .formats import encoder_for
 from .outcome import Ending, Outcome, StreamObserver
+from .resume import Recording
 from .sources import Source
 from .timing import Deadlines, Due
 from .transcoder import Transcoder
@@ -108,7 +116,9 @@ class StreamAborted(StreamRelayError):
     """
 
 
-_QUIET_ENDINGS = frozenset({Ending.DONE, Ending.CLIENT_DISCONNECTED, Ending.SHUTDOWN})
+_QUIET_ENDINGS = frozenset(
+    {Ending.DONE, Ending.CLIENT_DISCONNECTED, Ending.SHUTDOWN, Ending.STOPPED, Ending.ABANDONED}
+)
 """Endings logged at INFO; the others at WARNING (something went wrong upstream or
 with the client's connection)."""
 _SHUTDOWN_SEND_TIMEOUT = 1.0
@@ -124,6 +134,8 @@ async def run_stream(
     settings: StreamSettings,
     headers: Sequence[tuple[bytes, bytes]] = (),
     observer: StreamObserver | None = None,
+    recording: Recording | None = None,
+    after: float = 0,
 ) -> Outcome | None:
     """Relay one stream to ``send`` until it ends, fails or the client leaves.
 
@@ -132,19 +144,22 @@ async def run_stream(
     :class:`~streamrelay.errors.RequestRejected`; those become proper HTTP
     responses since nothing has been sent yet. ``wait_disconnect`` returns when
     the client has gone. The response head carries ``headers`` and the source's
-    own :attr:`~streamrelay.sources.Source.headers`. ``observer`` gets the
+    own :attr:`~streamrelay.sources.Source.headers`. With ``recording`` the stream
+    is stored for resumes (see :mod:`streamrelay.resume`); a source of stored
+    records (a resume) is replayed from position ``after``. ``observer`` gets the
     :class:`~streamrelay.outcome.Outcome`, which is also returned (``None`` when
     ``open_source`` raised :class:`Declined` or a refusal).
 
     Raises :class:`StreamAborted` when the response must be cut rather than ended
     (see there), and re-raises what the source raised unexpectedly.
     """
-    stream = _Stream(send, format, settings)
+    stream = _Stream(send, format, settings, recording, after)
     crash: Exception | None = None
     declined = False
     try:
         async with anyio.create_task_group() as tg:
             stream.outer = tg.cancel_scope
+            stream.tg = tg
             tg.start_soon(stream.monitor, wait_disconnect)
             try:
                 await stream.run(open_source, headers)
@@ -183,27 +198,46 @@ class _Stream:
     """One stream's state; see the module's theory of operation."""
 
     __slots__ = (
+        "after",
         "beating",
         "bytes_out",
         "clock",
         "code",
         "cut",
+        "detached",
         "encoder",
         "ending",
+        "halt",
         "monitor_stopped",
         "outer",
         "pump_scope",
+        "recording",
         "send",
         "settings",
         "started_at",
         "status",
+        "tg",
         "transcoder",
         "ttfb",
         "wake_scope",
+        "watch_scope",
     )
 
-    def __init__(self, send: Send, format: str, settings: StreamSettings) -> None:
+    def __init__(
+        self,
+        send: Send,
+        format: str,
+        settings: StreamSettings,
+        recording: Recording | None = None,
+        after: float = 0,
+    ) -> None:
         self.send = send
+        self.recording = recording
+        self.after = after  # a resumed stream's position
+        self.detached = False  # the client left a stored stream, which goes on
+        self.halt: Ending | None = None  # the watch stopped the pump (stopped, abandoned)
+        self.tg: anyio.abc.TaskGroup | None = None
+        self.watch_scope: anyio.CancelScope | None = None
         self.settings = settings
         self.encoder = encoder = encoder_for(format, now=time.time())
         self.transcoder = Transcoder(encoder, max_event_bytes=settings.max_event_bytes)
@@ -241,6 +275,15 @@ class _Stream:
             source = await self.open(open_source)
             if source is None:
                 return
+            extra: list[tuple[bytes, bytes]] = []
+            recording = self.recording
+            if recording is not None and await recording.open():
+                self.transcoder.record()
+                extra.append((b"x-stream-id", recording.stream_id.encode()))
+                assert self.tg is not None
+                self.tg.start_soon(self._watch, recording)
+            elif source.kind == "records":
+                self.encoder.number_from(int(self.after) + 1)  # a resumed stream
             self.ttfb = monotonic() - self.started_at
             self.status = 200
             await self.send(
@@ -253,6 +296,7 @@ class _Stream:
                         *self.encoder.headers,
                         *source.headers,
                         *headers,
+                        *extra,
                     ],
                 }
             )
@@ -330,15 +374,25 @@ class _Stream:
             feed: Callable[[Any], bytes] = t.feed_bytes
         elif kind == "text":
             feed = t.feed_text
+        elif kind == "records":
+            after = self.after
+
+            def feed(item: Any) -> bytes:
+                return t.feed_record(item, after)
+
         else:
 
             def feed(item: Any) -> bytes:
                 return t.feed_object(*item)
 
+        recording = self.recording
         try:
             async for item in source.items:
                 clock.received(monotonic())
                 out = feed(item)
+                if t.records:  # a stored stream: the store first, then the client
+                    assert recording is not None
+                    await recording.save(t.records)
                 if out:
                     await self.write(out)
                 if t.terminated:
@@ -351,22 +405,44 @@ class _Stream:
             out = t.fail(Error("the upstream connection closed mid-stream", "upstream_closed"))
         else:
             out = t.end()
+        await self.emit(out)
+
+    async def emit(self, out: bytes) -> None:
+        """Bytes of the stream's end: saved to the store when it has one, then sent."""
+        t = self.transcoder
+        if t.records:
+            assert self.recording is not None
+            await self.recording.save(t.records)
         if out:
             await self.write(out)
 
     async def finish(self) -> None:
         t = self.transcoder
-        if self.cut is Due.IDLE_TIMEOUT:
-            out = t.fail(
-                Error(
-                    f"the upstream sent nothing for {self.settings.idle_timeout}s",
-                    "upstream_timeout",
+        if self.halt is not None:  # a stored stream stopped, or abandoned by its readers
+            code = self.halt.value
+            message = (
+                "the stream was stopped"
+                if self.halt is Ending.STOPPED
+                else "no reader came back for the stream in time"
+            )
+            await self.emit(t.fail(Error(message, code)))
+            self.end(self.halt, code)
+        elif self.cut is Due.IDLE_TIMEOUT:
+            await self.emit(
+                t.fail(
+                    Error(
+                        f"the upstream sent nothing for {self.settings.idle_timeout}s",
+                        "upstream_timeout",
+                    )
                 )
             )
-            if out:
-                await self.write(out)
         elif self.cut is Due.SEND_TIMEOUT:
             self.end(Ending.SEND_TIMEOUT, "send_timeout")
+            return
+        if self.recording is not None:
+            await self.recording.finish()
+        if self.detached:
+            self.end(Ending.ERROR if t.error is not None else Ending.DONE, _code(t.error))
             return
         if t.error is not None:
             self.end(Ending.ERROR, t.error.code)
@@ -387,7 +463,13 @@ class _Stream:
         self.stop_monitor()
         self.end(Ending.SHUTDOWN, "shutdown")
         out = self.transcoder.fail(Error("the server is shutting down", "shutdown"))
-        if self.encoder.aborts_on_error:
+        recording, records = self.recording, self.transcoder.records
+        if recording is not None:
+            with anyio.move_on_after(_SHUTDOWN_SEND_TIMEOUT, shield=True):
+                if records:
+                    await recording.save(records)
+                await recording.finish()
+        if self.encoder.aborts_on_error or self.detached:
             return
         with anyio.move_on_after(_SHUTDOWN_SEND_TIMEOUT, shield=True):
             if self.beating is None:  # else the heartbeat's send was cut mid-way
@@ -395,6 +477,8 @@ class _Stream:
                 await self._send_raw(b"", False)
 
     async def write(self, body: bytes) -> None:
+        if self.detached:  # a stored stream whose client left: the store has it
+            return
         beating = self.beating  # as in _send_body, inline: this is the per-token path
         if beating is not None:
             await beating.wait()
@@ -405,6 +489,8 @@ class _Stream:
         clock.sent(monotonic())
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:
+        if self.detached:
+            return
         # Only a heartbeat can be in flight beside us. A lock would cost a trip
         # through the event loop per token (anyio's acquire always checkpoints).
         beating = self.beating
@@ -426,6 +512,9 @@ class _Stream:
         """The side task: waits for the client to leave, with the next deadline as timeout."""
         clock = self.clock
         while not self.monitor_stopped:
+            if self.detached:
+                await self._detached_monitor()
+                return
             wake = math.inf
             if self.cut is None:
                 due, wake = clock.due(monotonic())
@@ -440,22 +529,62 @@ class _Stream:
             with anyio.move_on_after(max(wake - monotonic(), 0.001)) as self.wake_scope:
                 await wait_disconnect()
                 self.client_gone()
+                if not self.detached:
+                    return
+
+    async def _detached_monitor(self) -> None:
+        """The client left a stored stream: tell the store, then watch the idle timeout."""
+        assert self.recording is not None
+        await self.recording.client_left()
+        clock = self.clock
+        clock.detach()
+        while not self.monitor_stopped:
+            due, wake = clock.due(monotonic())
+            if due is not None and self.cut is None:
+                self.cut = due
+                if self.pump_scope is not None:
+                    self.pump_scope.cancel()
                 return
+            with anyio.move_on_after(max(wake - monotonic(), 0.001)) as self.wake_scope:
+                await anyio.sleep_forever()
 
     def _wake_monitor(self) -> None:
         if self.wake_scope is not None:
             self.wake_scope.cancel()
 
     def stop_monitor(self) -> None:
-        """The monitor returns at once, or after the heartbeat it is sending."""
+        """The monitor (and a stored stream's watch) return at once, or after the
+        heartbeat being sent."""
         self.monitor_stopped = True
         self._wake_monitor()
+        if self.watch_scope is not None:
+            self.watch_scope.cancel()
 
     def client_gone(self) -> None:
+        recording = self.recording
+        if recording is not None and recording.active and self.ending is None:
+            # A stored stream goes on without its client, for readers to come.
+            if not self.detached:
+                self.detached = True
+                self._wake_monitor()
+            return
         # Not after the end: servers report a disconnect then too.
         self.end(Ending.CLIENT_DISCONNECTED, "client_disconnected")
         assert self.outer is not None
         self.outer.cancel()
+
+    async def _watch(self, recording: Recording) -> None:
+        with anyio.CancelScope() as self.watch_scope:
+            if self.monitor_stopped:  # the stream ended before this task began
+                return
+            await recording.watch(self._halt)
+
+    def _halt(self, why: Ending) -> None:
+        """The watch ends a stored stream (a stop, or no reader in time)."""
+        if self.halt is None and self.ending is None:
+            self.halt = why
+            if self.pump_scope is not None:
+                self.pump_scope.cancel()
 
     async def _heartbeat(self) -> None:
         # Called only while the pump waits on the upstream; if the pump gets data
@@ -495,6 +624,8 @@ class _Stream:
 
     def abort_reason(self) -> str | None:
         """Why the response must be cut instead of ended, if it must."""
+        if self.detached:
+            return None  # nobody is there to cut
         if self.ending is Ending.SEND_TIMEOUT:
             return "the client accepted nothing within the send timeout"
         error = self.transcoder.error
@@ -568,6 +699,10 @@ class _QuietAbort(logging.Filter):
 
 for _server_logger in ("uvicorn.error", "hypercorn.error", "granian", "_granian", "daphne"):
     logging.getLogger(_server_logger).addFilter(_QuietAbort())
+
+
+def _code(error: Error | None) -> str | None:
+    return error.code if error is not None else None
 
 
 def _or_inf(value: float | None) -> float:

@@ -40,7 +40,9 @@ __all__ = [
     "read_bounded",
 ]
 
-SourceKind = Literal["sse", "chunks", "text"]
+SourceKind = Literal["sse", "chunks", "text", "records"]
+"""What a source yields: SSE bytes, parsed chunks (with their JSON), text pieces, or
+stored :class:`~streamrelay.stores.base.Record` values (a resumed stream)."""
 
 #: Upstream response headers an error passthrough keeps (plus ``x-ratelimit-*``).
 PASSTHROUGH_HEADERS = frozenset(

@@ -108,6 +108,19 @@ class Deadlines:
         if waited_on_client:
             self.last_in = now
 
+    def detach(self) -> None:
+        """The client left a stream that goes on without it (into a store, for a
+        resume): no heartbeats and no send timeout any more, only the idle timeout.
+
+        >>> d = Deadlines(heartbeat=1.0, idle_timeout=30.0, send_timeout=5.0)
+        >>> d.open(now=0.0); d.sending(now=0.5); d.detach()
+        >>> d.due(10.0)
+        (None, 30.0)
+        """
+        self.heartbeat = None
+        self.send_timeout = None
+        self.is_sending = False
+
     def due(self, now: float) -> tuple[Due | None, float]:
         """What is due at ``now`` (or ``None``), and when to look again (``math.inf``:
         never, unless something changes)."""

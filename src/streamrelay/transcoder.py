@@ -13,7 +13,7 @@ b'Hi'
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import _json
@@ -22,6 +22,7 @@ from .events import Delta, Done, Error, Event, Finish, Start, Usage
 from .formats import Encoder
 from .openai import ChunkDecoder
 from .sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
+from .stores.base import Record
 
 __all__ = ["Transcoder"]
 
@@ -42,6 +43,7 @@ class Transcoder:
         "encoder",
         "error",
         "events_out",
+        "records",
         "terminated",
     )
 
@@ -54,6 +56,25 @@ class Transcoder:
         self.terminated = False
         self.error: Error | None = None
         self.events_out = 0
+        self.records: list[Record] | None = None
+        """When a list (see :meth:`record`), what each chunk became is appended to it,
+        numbered, for a stream store; the caller takes them after each feed."""
+
+    def record(self) -> None:
+        """Keep a :class:`~streamrelay.stores.base.Record` of every chunk from now on, in
+        :attr:`records`, and number the events of the numbering formats from 1."""
+        self.records = []
+        self.encoder.number_from(self.events_out + 1)
+
+    def feed_record(self, record: Record, after: float = 0) -> bytes:
+        """A stored record (a resumed stream): its events after position ``after``,
+        encoded as if they came from the upstream now."""
+        if self.terminated:
+            return b""
+        events = record.events
+        if record.seq <= after:  # a record the reader saw part of
+            events = events[int(after) - record.seq + 1 :]
+        return self._encode(events, record.raw, record.name)
 
     def feed_bytes(self, data: bytes) -> bytes:
         """Upstream OpenAI SSE bytes, split anywhere."""
@@ -155,9 +176,12 @@ class Transcoder:
         """The format's keep-alive bytes (empty for ``text``)."""
         return b"" if self.terminated else self.encoder.heartbeat()
 
-    def _encode(self, events: list[Event], raw: str | None, name: str | None = None) -> bytes:
+    def _encode(self, events: Sequence[Event], raw: str | None, name: str | None = None) -> bytes:
         """Encode one upstream chunk's events; ``name`` is the upstream event's own
         name (the Responses API's typed events), for formats that pass them on."""
+        records = self.records
+        if records is not None and (events or raw is not None):
+            records.append(Record(self.events_out + 1, tuple(events), raw, name))
         if events:
             last = events[-1]
             if type(last) is Error or type(last) is Done:

@@ -78,6 +78,11 @@ class Encoder:
         """The bytes for the events of one upstream chunk (``b""`` when there are none)."""
         raise NotImplementedError
 
+    def number_from(self, seq: int) -> None:
+        """Number the events from ``seq`` on: a resumable stream's events carry their
+        position (``sse``: the ``id:`` line, ``ndjson``: a ``seq`` field). Formats that
+        number nothing ignore it."""
+
     def encode_named(self, name: str, events: Sequence[Event], raw: str | None) -> bytes:
         """Like :meth:`encode`, for an upstream event that had a name: an ``event:``
         line (the Responses API's typed events), or a ``type`` in a parsed chunk.

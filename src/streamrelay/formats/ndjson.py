@@ -17,15 +17,35 @@ __all__ = ["NDJSONEncoder"]
 
 
 class NDJSONEncoder(Encoder):
-    """One normalized event per line; heartbeat ``{"type":"ping"}``."""
+    """One normalized event per line; heartbeat ``{"type":"ping"}``.
+
+    A resumable stream's events carry their position as ``"seq"`` (see
+    :meth:`number_from`):
+
+    >>> from streamrelay.events import Delta
+    >>> encoder = NDJSONEncoder(now=0.0)
+    >>> encoder.number_from(7)
+    >>> encoder.encode([Delta(0, "Hi")], None)
+    b'{"type":"delta","index":0,"text":"Hi","seq":7}\\n'
+    """
 
     name = "ndjson"
     media_type = "application/x-ndjson"
     accept = ("application/x-ndjson", "application/jsonl")
     heartbeat_bytes = b'{"type":"ping"}\n'
 
+    def __init__(self, *, now: float) -> None:
+        super().__init__(now=now)
+        self.next_seq: int | None = None  # None: events are not numbered
+
+    def number_from(self, seq: int) -> None:
+        """Give each event from now on a ``"seq"``, starting at ``seq``."""
+        self.next_seq = seq
+
     def encode(self, events: Sequence[Event], raw: str | None) -> bytes:
         """One JSON line per event; ``raw`` is ignored."""
+        if self.next_seq is not None:
+            return self._numbered(events)
         out = []
         for event in events:
             if type(event) is Delta:
@@ -35,5 +55,22 @@ class NDJSONEncoder(Encoder):
                 )
             else:
                 out.append(_json.dumps(event.to_dict()) + b"\n")
+        body = b"".join(out)
+        return body if body.isascii() else _escape_separators(body)
+
+    def _numbered(self, events: Sequence[Event]) -> bytes:
+        out = []
+        seq = self.next_seq
+        assert seq is not None
+        for event in events:
+            if type(event) is Delta:
+                out.append(
+                    b'{"type":"delta","index":%d,"text":%s,"seq":%d}\n'
+                    % (event.index, _json.dumps(event.text), seq)
+                )
+            else:
+                out.append(_json.dumps({**event.to_dict(), "seq": seq}) + b"\n")
+            seq += 1
+        self.next_seq = seq
         body = b"".join(out)
         return body if body.isascii() else _escape_separators(body)

@@ -41,6 +41,10 @@ class SSEEncoder(Encoder):
         super().__init__(now=now)
         self.next_id = first_id
 
+    def number_from(self, seq: int) -> None:
+        """The next event's ``id:`` is ``seq`` (a resumed stream continues its numbering)."""
+        self.next_id = seq
+
     def encode(self, events: Sequence[Event], raw: str | None) -> bytes:
         """One SSE event per normalized event, numbered; ``raw`` is ignored."""
         out = []

@@ -1,9 +1,31 @@
-"""Stores for resumable streams: one module per backend (memory, Redis).
+"""Stores for resumable streams: one module per backend.
 
-Empty for now: resumable streams (``StreamRelay(store=...)``, ``GET /streams/{id}``)
-are the next step on the roadmap (``DESIGN.md``, "Resumable streams and many
-workers"). A store will receive the normalized events the engine relays, in
-batches of one upstream read, and replay them to a reader that comes back.
+``StreamRelay(store=MemoryStore())`` for one worker process;
+``StreamRelay(store=RedisStore(url))`` for many workers and machines. Every store
+keeps the contract of :class:`~streamrelay.stores.base.Store`.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .base import Batch, Pulse, Record, Store, StreamInfo
+    from .memory import MemoryStore
+
+__all__ = ["Batch", "MemoryStore", "Pulse", "Record", "Store", "StreamInfo"]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        "Batch": "base",
+        "MemoryStore": "memory",
+        "Pulse": "base",
+        "Record": "base",
+        "Store": "base",
+        "StreamInfo": "base",
+    },
+)
