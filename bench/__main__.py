@@ -11,7 +11,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import shutil
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,7 +23,8 @@ from typing import Any
 
 from bench import analysis, machine, micro, profiling, report
 from bench.common import log
-from bench.relays import RELAYS, Relay, find
+from bench.procs import cores
+from bench.relays import REDIS_ENV, RELAYS, Relay, find
 from bench.runner import PHASES, Bench, Settings, with_overrides
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -96,6 +101,36 @@ def build_settings(args: argparse.Namespace) -> Settings:
     )
 
 
+def _redis_for(relays: list[Relay]) -> subprocess.Popen[bytes] | None:
+    """A throwaway redis-server for the Redis store's row (on the helper core, beside the
+    upstream and the client), unless one is named already or none is installed."""
+    if os.environ.get(REDIS_ENV) or not any(REDIS_ENV in r.env for r in relays):
+        return None
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
+    if binary is None:
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, helper_core = cores()
+    prefix = ["taskset", "-c", str(helper_core)] if helper_core is not None else []
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(
+        [*prefix, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    os.environ[REDIS_ENV] = f"redis://127.0.0.1:{port}/0"
+    return process
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -114,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine.describe(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    redis = _redis_for(relays)
     bench = Bench(settings, list(relays))
     try:
         bench.start()
@@ -134,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
     finally:
         bench.close()
+        if redis is not None:
+            redis.terminate()
+            redis.wait(10)
     if "micro" in settings.phases:
         log("[micro] sans-I/O core micro-benchmarks")
         results["micro"] = micro.run(quick=args.quick)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,11 @@ from urllib.parse import urlsplit
 
 from bench.chunked import Dechunker
 
-__all__ = ["RELAYS", "Relay", "build_app", "find"]
+__all__ = ["REDIS_ENV", "RELAYS", "Relay", "build_app", "find"]
+
+REDIS_ENV = "STREAMRELAY_BENCH_REDIS"
+"""The Redis URL of the Redis store's row (``python -m bench`` starts a redis-server
+and sets it when ``redis-server`` is installed)."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -45,6 +50,7 @@ class Relay:
     factory: str  # "module:function" taking the upstream base URL, returning an ASGI app
     query: str = ""
     requires: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # environment variables it needs
 
     @property
     def target(self) -> str:
@@ -58,6 +64,9 @@ class Relay:
                 importlib.import_module(module)
             except Exception as exc:  # any import failure means "skip", with the reason
                 return f"cannot import {module}: {exc}"
+        for name in self.env:
+            if not os.environ.get(name):
+                return f"{name} is not set (redis-server not found?)"
         if self.group == "ours":
             import streamrelay
 
@@ -95,6 +104,34 @@ def streamrelay_app(upstream: str, transport: Any = "auto") -> ASGIApp:
     relay = StreamRelay(
         Upstream(upstream, api_key="bench", transport=transport),
         stream=StreamSettings(heartbeat=None),
+    )
+    return Starlette(routes=[Mount("/v1", app=relay)])
+
+
+def streamrelay_memory_store_app(upstream: str) -> ASGIApp:
+    """streamrelay with resumable streams in memory (``store=MemoryStore()``)."""
+    from streamrelay.stores import MemoryStore
+
+    return _streamrelay_with(upstream, MemoryStore(ttl=60))
+
+
+def streamrelay_redis_store_app(upstream: str) -> ASGIApp:
+    """streamrelay with resumable streams on Redis (``STREAMRELAY_BENCH_REDIS``)."""
+    import os
+
+    from streamrelay.stores import RedisStore
+
+    return _streamrelay_with(upstream, RedisStore(os.environ[REDIS_ENV], ttl=60))
+
+
+def _streamrelay_with(upstream: str, store: Any) -> ASGIApp:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from streamrelay import StreamRelay, StreamSettings, Upstream
+
+    relay = StreamRelay(
+        Upstream(upstream, api_key="bench"), stream=StreamSettings(heartbeat=None), store=store
     )
     return Starlette(routes=[Mount("/v1", app=relay)])
 
@@ -373,6 +410,23 @@ RELAYS: tuple[Relay, ...] = (
         "bench.relays:streamrelay_aiohttp_app",
         "?format=ndjson",
         ("streamrelay", "aiohttp"),
+    ),
+    Relay(
+        "streamrelay-ndjson-memory",
+        "streamrelay ndjson, memory store",
+        "extra",
+        "bench.relays:streamrelay_memory_store_app",
+        "?format=ndjson",
+        ("streamrelay.stores.memory",),
+    ),
+    Relay(
+        "streamrelay-ndjson-redis",
+        "streamrelay ndjson, Redis store",
+        "extra",
+        "bench.relays:streamrelay_redis_store_app",
+        "?format=ndjson",
+        ("redis", "streamrelay.stores.redis"),
+        (REDIS_ENV,),
     ),
     Relay(
         "core-on-floor",

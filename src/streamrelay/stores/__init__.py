@@ -14,8 +14,9 @@ from .._lazy import lazy_exports
 if TYPE_CHECKING:
     from .base import Batch, Pulse, Record, Store, StreamInfo
     from .memory import MemoryStore
+    from .redis import RedisStore
 
-__all__ = ["Batch", "MemoryStore", "Pulse", "Record", "Store", "StreamInfo"]
+__all__ = ["Batch", "MemoryStore", "Pulse", "Record", "RedisStore", "Store", "StreamInfo"]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -25,6 +26,7 @@ __getattr__, __dir__ = lazy_exports(
         "MemoryStore": "memory",
         "Pulse": "base",
         "Record": "base",
+        "RedisStore": "redis",
         "Store": "base",
         "StreamInfo": "base",
     },
