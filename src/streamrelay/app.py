@@ -42,7 +42,7 @@ from .outcome import StreamObserver
 from .pipeline import run_stream
 from .resume import Recording, follow
 from .sources import Source
-from .stores.base import Store
+from .stores.base import Store, StreamInfo
 from .upstream import Upstream
 
 __all__ = ["PrepareHook", "PrincipalHook", "StreamRelay"]
@@ -442,6 +442,11 @@ class StreamRelay:
             return
         if fmt in ("openai", "text"):
             after = 0  # these formats cannot say where they are: always the whole stream
+        try:
+            info = await _caught_up(store, stream_id, info, after)
+        except StoreUnavailable as exc:
+            await _send_store_unavailable(send, exc)
+            return
         if after > info.last:
             await _http.send_error(
                 send,
@@ -587,6 +592,24 @@ def _position(scope: Scope) -> int:
             code="invalid_position",
         )
     return int(raw)
+
+
+_CATCH_UP = 2.0
+"""Seconds a resume waits for the store to hold its position: a store that does I/O
+receives a live stream's events just after its client does."""
+
+
+async def _caught_up(store: Store, stream_id: str, info: StreamInfo, after: int) -> StreamInfo:
+    """``info``, once the store holds event ``after`` (or the stream ended, or
+    :data:`_CATCH_UP` passed)."""
+    deadline = anyio.current_time() + _CATCH_UP
+    while after > info.last and not info.ended and anyio.current_time() < deadline:
+        await anyio.sleep(0.02)
+        fresh = await store.info(stream_id)
+        if fresh is None:
+            break
+        info = fresh
+    return info
 
 
 async def _send_store_unavailable(send: Send, exc: StoreUnavailable) -> None:

@@ -168,7 +168,7 @@ async def run_stream(
             except Exception as exc:  # re-raised outside the task group, unwrapped
                 crash = exc
                 stream.end(Ending.CRASHED, type(exc).__name__)
-            stream.stop_monitor()
+            stream.stop_side_tasks()
     finally:
         if not declined:
             # Also when the server cancels us before the stream opened: then the
@@ -221,6 +221,7 @@ class _Stream:
         "ttfb",
         "wake_scope",
         "watch_scope",
+        "writer_scope",
     )
 
     def __init__(
@@ -238,6 +239,7 @@ class _Stream:
         self.halt: Ending | None = None  # the watch stopped the pump (stopped, abandoned)
         self.tg: anyio.abc.TaskGroup | None = None
         self.watch_scope: anyio.CancelScope | None = None
+        self.writer_scope: anyio.CancelScope | None = None
         self.settings = settings
         self.encoder = encoder = encoder_for(format, now=time.time())
         self.transcoder = Transcoder(encoder, max_event_bytes=settings.max_event_bytes)
@@ -282,6 +284,8 @@ class _Stream:
                 extra.append((b"x-stream-id", recording.stream_id.encode()))
                 assert self.tg is not None
                 self.tg.start_soon(self._watch, recording)
+                if not recording.in_process:
+                    self.tg.start_soon(self._writer, recording)
             elif source.kind == "records":
                 self.encoder.number_from(int(self.after) + 1)  # a resumed stream
             self.ttfb = monotonic() - self.started_at
@@ -392,7 +396,7 @@ class _Stream:
                 out = feed(item)
                 if t.records:  # a stored stream: the store first, then the client
                     assert recording is not None
-                    await recording.save(t.records)
+                    recording.save(t.records)
                 if out:
                     await self.write(out)
                 if t.terminated:
@@ -412,7 +416,7 @@ class _Stream:
         t = self.transcoder
         if t.records:
             assert self.recording is not None
-            await self.recording.save(t.records)
+            self.recording.save(t.records)
         if out:
             await self.write(out)
 
@@ -438,6 +442,11 @@ class _Stream:
             )
         elif self.cut is Due.SEND_TIMEOUT:
             self.end(Ending.SEND_TIMEOUT, "send_timeout")
+            if self.recording is not None:  # readers end where the client stopped
+                t.fail(Error("the client stopped reading", "send_timeout"))  # not sent: stored
+                if t.records:
+                    self.recording.save(t.records)
+                await self.recording.finish()
             return
         if self.recording is not None:
             await self.recording.finish()
@@ -467,7 +476,7 @@ class _Stream:
         if recording is not None:
             with anyio.move_on_after(_SHUTDOWN_SEND_TIMEOUT, shield=True):
                 if records:
-                    await recording.save(records)
+                    recording.save(records)
                 await recording.finish()
         if self.encoder.aborts_on_error or self.detached:
             return
@@ -572,6 +581,17 @@ class _Stream:
         self.end(Ending.CLIENT_DISCONNECTED, "client_disconnected")
         assert self.outer is not None
         self.outer.cancel()
+
+    async def _writer(self, recording: Recording) -> None:
+        with anyio.CancelScope() as self.writer_scope:
+            await recording.writer()
+
+    def stop_side_tasks(self) -> None:
+        """Everything beside the pump returns: the monitor, the watch, and the store's
+        writer (which a normal end has drained already)."""
+        self.stop_monitor()
+        if self.writer_scope is not None:
+            self.writer_scope.cancel()
 
     async def _watch(self, recording: Recording) -> None:
         with anyio.CancelScope() as self.watch_scope:

@@ -7,8 +7,11 @@ A stream started with a store has one **producer**: the engine of the request th
 started it (:func:`~streamrelay.pipeline.run_stream`, given a :class:`Recording`).
 It is the same loop as any stream, with three differences:
 
-* every upstream read's events go to the store as one batch (:meth:`Recording.save`)
-  before they go to the client;
+* every upstream read's events go to the store (:meth:`Recording.save`) before they
+  go to the client. A store in this process takes them at once; one that does I/O
+  (Redis) gets them from a *writer* task, which batches whatever piled up while its
+  last append was in flight, so the live client never waits on the store and a
+  busy stream costs one round trip per batch, not per token;
 * the client leaving does not stop it: the engine *detaches* (no more sends, no
   heartbeats) and goes on filling the store, while :meth:`Recording.watch` beats
   every :data:`BEAT` seconds. A beat renews the producer's lease (so readers
@@ -53,7 +56,7 @@ logger = logging.getLogger("streamrelay")
 LEASE = 6.0
 """Seconds a producer's lease lasts without a beat: readers learn of a dead
 producer within this (plus one read's wait)."""
-BEAT = 0.25
+BEAT = 0.5
 """Seconds between the producer's beats: a stop takes effect within this (plus the
 store's round trip)."""
 READ_WAIT = 1.0
@@ -77,6 +80,11 @@ class Recording:
         self.active = False
         """The store holds this stream (False before :meth:`open` and once degraded)."""
         self.client_gone = False
+        self.in_process = store.append_nowait(stream_id, ()) is not None
+        self._pending: list[Record] = []  # for the writer (a store that does I/O)
+        self._wake = anyio.Event()
+        self._closing = False
+        self._drained = anyio.Event()
 
     async def open(self) -> bool:
         """Create the stream in the store, with the starting client as its first reader.
@@ -90,14 +98,33 @@ class Recording:
         self.active = True
         return True
 
-    async def save(self, records: list[Record]) -> None:
-        """Store one upstream read's records, then empty the list."""
+    def save(self, records: list[Record]) -> None:
+        """Store one upstream read's records (at once, or through the writer), then
+        empty the list."""
         if self.active:
-            try:
-                await self.store.append(self.stream_id, records)
-            except StoreUnavailable as exc:
-                self.degrade(exc)
+            if self.in_process:
+                self.store.append_nowait(self.stream_id, records)
+            else:
+                self._pending += records
+                self._wake.set()
         records.clear()
+
+    async def writer(self) -> None:
+        """Append what :meth:`save` queued, batched, until :meth:`finish` drains it."""
+        try:
+            while self.active:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                while self._pending and self.active:
+                    batch, self._pending = self._pending, []
+                    try:
+                        await self.store.append(self.stream_id, batch)
+                    except StoreUnavailable as exc:
+                        self.degrade(exc)
+                if self._closing:
+                    return
+        finally:
+            self._drained.set()
 
     async def client_left(self) -> None:
         """The starting client is gone; the stream goes on for readers to come."""
@@ -138,7 +165,14 @@ class Recording:
             await anyio.sleep(BEAT)
 
     async def finish(self) -> None:
-        """The terminal event is stored: readers end there, and the ``ttl`` starts."""
+        """Store what is queued, then mark the end: readers end there, and the ``ttl``
+        starts."""
+        if not self.active:
+            return
+        if not self.in_process:
+            self._closing = True
+            self._wake.set()
+            await self._drained.wait()
         if self.active:
             try:
                 await self.store.end(self.stream_id)
@@ -149,6 +183,8 @@ class Recording:
         """Go on without the store (one WARNING per stream, never one per event)."""
         if self.active:
             self.active = False
+            self._pending.clear()
+            self._wake.set()  # the writer returns
             logger.warning(
                 "stream %s is no longer resumable: the stream store failed (%s); "
                 "its client still gets the whole answer",

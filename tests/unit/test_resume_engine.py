@@ -177,12 +177,17 @@ async def test_a_lost_producer_ends_its_readers_with_producer_lost() -> None:
 
 
 class FailingStore(MemoryStore):
-    """A memory store whose appends start failing, as Redis does when it goes away."""
+    """A memory store that behaves as one doing I/O (its appends go through the
+    engine's writer task), and whose appends start failing, as Redis's do when it
+    goes away."""
 
     def __init__(self, fail_after: int) -> None:
         super().__init__()
         self.appends = 0
         self.fail_after = fail_after
+
+    def append_nowait(self, stream_id: str, records: Sequence[Record]) -> bool | None:
+        return None  # not in-process: the writer task appends
 
     async def append(self, stream_id: str, records: Sequence[Record]) -> bool:
         self.appends += 1
@@ -195,7 +200,10 @@ async def test_a_failing_store_degrades_the_stream_with_one_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = FailingStore(fail_after=1)
-    upstream = Upstream(*(chunk(c) for c in "abcdef"), FINISH, DONE)
+    pieces: list[bytes | float] = []
+    for c in "abcdef":
+        pieces += [chunk(c), 0.02]  # one read at a time: one append each
+    upstream = Upstream(*pieces, FINISH, DONE)
     with caplog.at_level(logging.WARNING, "streamrelay"):
         outcome, client, recording = await produce(store, upstream)
     assert outcome.ending is Ending.DONE  # the live client got everything

@@ -56,11 +56,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """What one upstream chunk became: its normalized events, numbered from ``seq``,
     and the upstream's own payload (``raw``, with its event ``name`` for the
     Responses API) for readers in the ``openai`` format.
+
+    One is made per token, so, like the events, it is a plain slotted dataclass (a
+    frozen one's ``__init__`` costs several times as much): treat it as a value.
 
     A chunk with no event (a role-only delta, Azure's filter results) is a record
     of no events, kept for the ``openai`` format: its ``seq`` is the next event's.
@@ -218,6 +221,16 @@ class Store(ABC):
     async def append(self, stream_id: str, records: Sequence[Record]) -> bool:
         """Store ``records`` (one upstream read's worth). Returns ``False`` once the
         stream is past ``max_events``: the records were not stored."""
+
+    def append_nowait(self, stream_id: str, records: Sequence[Record]) -> bool | None:
+        """:meth:`append` done at once, for a store in this process; ``None`` (the
+        default) when the backend must do I/O, and :meth:`append` is to be awaited.
+
+        The engine uses it to save a token without a trip through the event loop; a
+        backend that does I/O gets its appends from a writer task instead, batched,
+        so that the live client never waits on the store.
+        """
+        return None
 
     @abstractmethod
     async def end(self, stream_id: str) -> None:

@@ -113,12 +113,16 @@ class MemoryStore(Store):
         heapq.heappush(self._expiries, (now + lease + self.ttl, stream_id))
 
     async def append(self, stream_id: str, records: Sequence[Record]) -> bool:
+        return self.append_nowait(stream_id, records)
+
+    def append_nowait(self, stream_id: str, records: Sequence[Record]) -> bool:
+        """Append at once (this store does no I/O)."""
         entry = self._streams.get(stream_id)
         if entry is None:
             return False
         if entry.capped:
             return False
-        count = sum(len(r.events) for r in records)
+        count = len(records[0].events) if len(records) == 1 else sum(len(r.events) for r in records)
         if entry.events + count > self.max_events:
             entry.capped = True
             entry.wake()
