@@ -20,17 +20,16 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from chromium import headless_chromium
 from streamrelay.cli import build_demo_app
 from streamrelay.testing import ServerThread, Simulator
 
-try:
-    from playwright.sync_api import Browser, Page, sync_playwright
-except ImportError:  # pragma: no cover - the test extra installs it
-    sync_playwright = None  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 pytestmark = pytest.mark.real
 
@@ -40,23 +39,8 @@ MEDIA_TYPES = {
     "sse": "text/event-stream",
     "text": "text/plain",
 }
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "img" / "demo.png"
 WAIT_MS = 15_000  # generous: only a broken page ever waits this long
-
-
-def _chromium() -> str | None:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    return path if os.access(path, os.X_OK) else None
 
 
 # Fixtures ----------------------------------------------------------------------------------
@@ -65,20 +49,8 @@ def _chromium() -> str | None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Debian Chromium with a fresh temporary profile."""
-    if sync_playwright is None:
-        pytest.skip("playwright (Python) is not installed: pip install -e '.[test]'")
-    executable = _chromium()
-    if executable is None:
-        pytest.skip("Debian chromium is not installed: run `make system-deps`")
-    with sync_playwright() as playwright:
-        # launch() starts from an empty temporary user-data-dir, removed on close.
-        chromium = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with headless_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")

@@ -299,7 +299,8 @@ def test_demo_with_a_key_asks_a_real_upstream_for_a_real_model(
     assert "127.0.0.1:" in page.text  # the page names the upstream's host
     assert answer.status_code == 200, answer.text
     events = [json.loads(line) for line in answer.text.splitlines()]
-    assert events[-1] == {"type": "done"}, events[-3:]
+    assert events[-1] == {"type": "done", "seq": len(events)}, events[-3:]
+    assert answer.headers["x-stream-id"]  # resumable: the demo's relay has a store
     text = "".join(e["text"] for e in events if e["type"] == "delta")
     assert text == sim.expected_text(body)
     recorded = sim.requests[-1]

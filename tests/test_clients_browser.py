@@ -20,35 +20,22 @@ bytes, so the test also proves that heartbeats were sent.
 from __future__ import annotations
 
 import mimetypes
-import os
-import shutil
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 
+from chromium import headless_chromium
 from client_oracle import CHAT, MODEL, NODE_MODULES, PROMPT, Oracle, node_modules
 from streamrelay import StreamSettings
 from streamrelay.testing import Simulator
 
-try:
-    from playwright.sync_api import Browser, Route, sync_playwright
-except ImportError:  # pragma: no cover - the test extra installs it
-    sync_playwright = None  # type: ignore[assignment]
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Route
 
 pytestmark = pytest.mark.real
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 ESM = NODE_MODULES / "@microsoft" / "fetch-event-source" / "lib" / "esm"
 PAGE_PREFIX = "/__fetch-event-source-test__/"
 DEADLINE_MS = 8_000  # a stream takes about 1 s; a retry loop runs until this deadline
@@ -100,27 +87,11 @@ window.run = async (url, body, deadlineMs) => {
 """
 
 
-def _chromium() -> str | None:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    return path if os.access(path, os.X_OK) else None
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Debian Chromium with a fresh temporary profile."""
-    if sync_playwright is None:
-        pytest.skip("playwright (Python) is not installed: pip install -e '.[test]'")
-    executable = _chromium()
-    if executable is None:
-        pytest.skip("Debian chromium is not installed: run `make system-deps`")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with headless_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 * ``streamrelay demo``: the relay at ``/v1`` and a chat page at ``/``. Its
   upstream is the embedded simulator unless ``OPENAI_API_KEY``,
   ``STREAMRELAY_UPSTREAM``/``OPENAI_BASE_URL`` or ``--upstream`` names a real
-  one, so it works offline.
+  one, so it works offline. Its relay keeps streams in a ``MemoryStore``: the
+  page resumes an answer after a reload, and its Stop button stops the
+  generation by the stream's id.
 * ``streamrelay serve --upstream URL --mount /v1``: the relay on its own.
 * ``streamrelay simulate``: the OpenAI-compatible simulator on its own, with an
   option for every simulator setting. Its parser and runner live in
@@ -39,7 +41,7 @@ import sys
 import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from importlib import resources
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
@@ -55,6 +57,9 @@ from .errors import ConfigurationError
 from .formats import FORMATS
 from .testing import cli as simulator_cli
 from .upstream import Upstream, resolve_upstream
+
+if TYPE_CHECKING:
+    from .stores import Store
 
 __all__ = ["build_demo_app", "main"]
 
@@ -300,6 +305,7 @@ def build_demo_app(
     simulator: ASGIApp | None = None,
     model: str = SIMULATOR_MODEL,
     upstream_label: str | None = None,
+    store: Store | None = None,
 ) -> Starlette:
     """The demo app: the chat page at ``/`` and the relay at ``/v1``.
 
@@ -307,9 +313,11 @@ def build_demo_app(
     ``upstream_label`` (default: the upstream's host) as where answers come from.
     With ``simulator``, that app is mounted at ``/simulator`` too; point
     ``upstream`` at ``<this server>/simulator/v1`` and the relay reaches it over
-    real HTTP, like any upstream.
+    real HTTP, like any upstream. With ``store``, the relay's streams are resumable
+    (docs/resume.md): the page resumes its answer after a reload, and Stop stops the
+    generation by the stream's id. ``streamrelay demo`` uses a :class:`MemoryStore`.
     """
-    relay = StreamRelay(Upstream(upstream, api_key=api_key))
+    relay = StreamRelay(Upstream(upstream, api_key=api_key), store=store)
     page = render_demo_page(model=model, upstream=upstream_label or _host_of(upstream))
 
     async def index(request: Request) -> HTMLResponse:
@@ -364,6 +372,8 @@ def _demo(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise _Failure(f"--delay: {exc}") from None
 
+    from .stores import MemoryStore
+
     with _bind(args.host, args.port) as sock:
         base = f"http://{_url_host(args.host)}:{sock.getsockname()[1]}"
         if upstream is None:
@@ -375,11 +385,12 @@ def _demo(args: argparse.Namespace) -> int:
                 simulator=Simulator(simulator_config),
                 model=model,
                 upstream_label="the embedded simulator",
+                store=MemoryStore(),
             )
             why = "--simulator" if args.simulator else "no OPENAI_API_KEY or STREAMRELAY_UPSTREAM"
             where = f"the embedded simulator ({why}; no network needed)"
         else:
-            app = build_demo_app(upstream, key, model=model)
+            app = build_demo_app(upstream, key, model=model, store=MemoryStore())
             where = f"{upstream} ({'key from OPENAI_API_KEY' if key else 'no key'})"
         _banner(
             [

@@ -17,15 +17,24 @@
 /** The wire formats this client reads. (`openai` is for OpenAI SDK clients.) */
 export type Format = "ndjson" | "sse" | "text";
 
+/**
+ * On a relay with a store (resumable streams), an `ndjson` event carries its position,
+ * 1 for the first event and +1 for each next one. (In `sse` the position is the `id:`
+ * line, which the iterator does not show: see {@link RelayStream.lastEventId}.)
+ */
+export interface Positioned {
+  seq?: number;
+}
+
 /** The stream began: the first upstream chunk's `id` and `model`. */
-export interface StartEvent {
+export interface StartEvent extends Positioned {
   type: "start";
   id: string;
   model: string;
 }
 
 /** A piece of content text of choice `index`. */
-export interface DeltaEvent {
+export interface DeltaEvent extends Positioned {
   type: "delta";
   index: number;
   text: string;
@@ -36,14 +45,14 @@ export interface DeltaEvent {
  * OpenRouter's `reasoning`, Mistral's thinking parts, the Responses API's reasoning
  * summaries and so on. It is never part of the answer's text.
  */
-export interface ReasoningEvent {
+export interface ReasoningEvent extends Positioned {
   type: "reasoning";
   index: number;
   text: string;
 }
 
 /** A piece of refusal text of choice `index`. */
-export interface RefusalEvent {
+export interface RefusalEvent extends Positioned {
   type: "refusal";
   index: number;
   text: string;
@@ -53,7 +62,7 @@ export interface RefusalEvent {
  * A fragment of tool call `call` of choice `index`. `id` and `name` come on a call's
  * first fragment only. Join the `arguments` fragments to get the JSON arguments.
  */
-export interface ToolCallEvent {
+export interface ToolCallEvent extends Positioned {
   type: "tool_call";
   index: number;
   call: number;
@@ -63,7 +72,7 @@ export interface ToolCallEvent {
 }
 
 /** Choice `index` ended: `stop`, `length`, `tool_calls`, `content_filter`, ... */
-export interface FinishEvent {
+export interface FinishEvent extends Positioned {
   type: "finish";
   index: number;
   reason: string;
@@ -94,7 +103,7 @@ export interface Usage {
 }
 
 /** Token accounting, from the upstream's usage chunk. */
-export interface UsageEvent extends Usage {
+export interface UsageEvent extends Usage, Positioned {
   type: "usage";
 }
 
@@ -102,7 +111,7 @@ export interface UsageEvent extends Usage {
  * The stream failed (terminal). The iterator never yields it: it throws a
  * {@link StreamRelayError} instead. Only `onEvent` sees the event itself.
  */
-export interface ErrorEvent {
+export interface ErrorEvent extends Positioned {
   type: "error";
   message: string;
   code: string | null;
@@ -110,7 +119,7 @@ export interface ErrorEvent {
 }
 
 /** The stream ended cleanly (terminal). Without it, the stream was cut. */
-export interface DoneEvent {
+export interface DoneEvent extends Positioned {
   type: "done";
 }
 
@@ -159,9 +168,36 @@ export interface StreamOptions {
   /**
    * Fail with code `idle_timeout` after this many milliseconds without a byte from the
    * server. The relay's heartbeats count as bytes, except in the `text` format, which
-   * has none. Default: no limit.
+   * has none. The time spent waiting to resume a cut stream counts too. Default: no limit.
    */
   idleTimeout?: number;
+  /**
+   * The relay's mount, where `streams/{id}` is for resume and stop: `/v1`, or a full
+   * URL. Default: the URL less its `/chat/completions`, `/responses` or `/completions`
+   * (or less its last path segment, for another URL), without its query.
+   */
+  mount?: string | URL;
+  /**
+   * How many times in a row a cut stream is resumed (`GET <mount>/streams/{id}` after
+   * the last position) before it fails with `truncated`. A resume that delivers an
+   * event starts the count afresh. Default 5; 0 turns automatic resume off.
+   */
+  retries?: number;
+  /**
+   * Milliseconds before the first resume attempt, doubled for each next one, up to 5 s
+   * (or longer when a `Retry-After` asks, up to 30 s). Default 250.
+   */
+  retryDelay?: number;
+}
+
+/** The options of {@link resume}. */
+export interface ResumeOptions extends StreamOptions {
+  /**
+   * The position to resume after: the {@link RelayStream.lastEventId} of the stream
+   * that was cut. Default: none, the replay starts at the first event. The `text`
+   * format has no positions, so it always replays from the first event.
+   */
+  lastEventId?: number | string;
 }
 
 /** One tool call, its argument fragments joined. */
@@ -202,6 +238,12 @@ export interface StreamResult {
  * - `protocol_error`: unparsable body, wrong Content-Type, or a value that is no event.
  * - `idle_timeout`: `idleTimeout` passed without a byte.
  * - `http_error`: an HTTP error status whose body had no code.
+ *
+ * Codes of a resumable stream (docs/resume.md) come from the relay: `stopped` (a
+ * `DELETE`, by {@link RelayStream.stop} or another client; in the `text` format, which
+ * has no error events, the client gives this code to the cut that follows its own
+ * `stop()`), `abandoned`, `stream_not_found` (404: unknown, expired or another user's),
+ * `invalid_position` (400), `store_unavailable`, `producer_lost`, `resume_limit`.
  */
 export type ClientErrorCode = "truncated" | "network_error" | "protocol_error" | "idle_timeout" | "http_error";
 
@@ -241,15 +283,27 @@ export class StreamRelayError extends Error {
  * Iteration ends after `done`. It throws a {@link StreamRelayError} on an `error` event,
  * a cut stream (`truncated`) or an HTTP error. After an abort it throws a
  * `DOMException` named `"AbortError"`. Leaving a `for await` loop early aborts the stream.
+ *
+ * On a relay with a store, the stream has a {@link streamId}. If its connection breaks
+ * (`ndjson` and `sse`), the client resumes it by itself, after the last event it got:
+ * no event is lost or repeated; see {@link StreamOptions.retries}.
  */
 export class RelayStream implements AsyncIterable<StreamEvent> {
   constructor(url: string | URL, body?: unknown, options?: StreamOptions);
-  /** The URL requested, with `?format=` set. */
+  /** The URL of the first request: the POST's, with `?format=` set, or a {@link resume}'s GET. */
   readonly url: string;
   readonly format: Format;
-  /** The last SSE `id:` seen (format `sse`), or `""`. */
+  /**
+   * The position of the last event received: its `id:` (`sse`) or `"seq"` (`ndjson`),
+   * `""` before the first. Keep it with {@link streamId} to {@link resume} after it.
+   */
   readonly lastEventId: string;
-  /** The HTTP response, once its headers arrive. Its body belongs to the stream. */
+  /**
+   * The stream's id on the relay (its `X-Stream-Id` header), once the response headers
+   * arrived; `null` before, and on a relay without a store.
+   */
+  readonly streamId: string | null;
+  /** The first HTTP response, once its headers arrive. Its body belongs to the stream. */
   readonly response: Promise<Response>;
   /** The full text of choice 0, once `done` arrives. Rejects as iteration throws. */
   text(): Promise<string>;
@@ -257,11 +311,24 @@ export class RelayStream implements AsyncIterable<StreamEvent> {
   result(): Promise<StreamResult>;
   /**
    * Cancel the request, which closes the connection, so the relay cancels the upstream
-   * generation. Does nothing once the stream has ended. Queued events are dropped.
-   * Waiting consumers get a `DOMException` named `"AbortError"`, with `reason`, if
-   * given, as its `cause`.
+   * generation (on a relay with a store, only after its `linger`, in case the client
+   * comes back: use {@link stop} to stop it at once). Does nothing once the stream has
+   * ended. Queued events are dropped. Waiting consumers get a `DOMException` named
+   * `"AbortError"`, with `reason`, if given, as its `cause`.
    */
   abort(reason?: unknown): void;
+  /**
+   * Stop the generation on the relay: `DELETE <mount>/streams/{id}`. The stream then
+   * ends as the relay ends it, with a {@link StreamRelayError} whose code is `stopped`,
+   * for every reader. On a relay with a store, this is how to stop a generation:
+   * {@link abort} only closes this connection, and the relay goes on for its `linger`
+   * in case the client comes back.
+   *
+   * Without a {@link streamId} it aborts instead. If the `DELETE` fails, it aborts
+   * (with the failure as the `AbortError`'s `cause`) and rejects with the failure.
+   * Does nothing once the stream has ended.
+   */
+  stop(): Promise<void>;
   [Symbol.asyncIterator](): AsyncIterableIterator<StreamEvent>;
 }
 
@@ -270,6 +337,21 @@ export class RelayStream implements AsyncIterable<StreamEvent> {
  * with the matching `Accept` header.
  */
 export function stream(url: string | URL, body?: unknown, options?: StreamOptions): RelayStream;
+
+/**
+ * Resume a stream of a relay with a store: `GET <mount>/streams/{id}?format=<format>`,
+ * with `last_event_id` when `options.lastEventId` is given. It replays the events after
+ * that position (all of them without it), follows the stream live to its end, and
+ * resumes by itself if the connection breaks again.
+ *
+ * A stream whose every event was delivered (`204`) completes at once with `done`. An
+ * unknown, expired or foreign id fails with status 404, code `stream_not_found`.
+ *
+ * @param mount the relay's mount, such as `/v1` (an endpoint URL such as
+ *   `/v1/chat/completions` names its mount too)
+ * @param id the stream's id: {@link RelayStream.streamId}
+ */
+export function resume(mount: string | URL, id: string, options?: ResumeOptions): RelayStream;
 
 /** Whether `err` is the `AbortError` a stream rejects with after an abort. */
 export function isAbortError(err: unknown): err is DOMException;

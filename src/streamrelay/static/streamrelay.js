@@ -59,6 +59,20 @@
  *   Events still queued are dropped. If an abort reason was given, it is kept as the
  *   error's `cause`.
  *
+ * Resumable streams (a relay with a store, docs/resume.md):
+ * - The relay names each stream in its `X-Stream-Id` header: `s.streamId`. Events carry
+ *   their position (`id:` in sse, `"seq"` in ndjson): `s.lastEventId` is the last one.
+ * - When the connection breaks before the terminal event (ndjson and sse), the client
+ *   resumes by itself: `GET <mount>/streams/{id}?format=<format>&last_event_id=<n>`,
+ *   with backoff (`options.retries`, `options.retryDelay`). No event is lost or
+ *   repeated. A `204` means nothing was left (the stream completes); a `404` means the
+ *   stream is gone (`stream_not_found`). The mount is the POST URL less its
+ *   `/chat/completions`, `/responses` or `/completions`, or `options.mount`.
+ * - `resume(mount, id, {lastEventId})` picks a stream up again, after a reload say.
+ * - `s.stop()` stops the generation (`DELETE <mount>/streams/{id}`): the stream then
+ *   fails with the relay's `stopped` error. With a store, `abort()` only closes this
+ *   connection; the relay goes on for its `linger`, for a client that comes back.
+ *
  * @module streamrelay
  */
 
@@ -77,6 +91,12 @@ const MEDIA_TYPES = {
 };
 
 const MAX_CHOICES = 1024;
+const DEFAULT_RETRIES = 5;
+const DEFAULT_RETRY_DELAY = 250; // ms, doubled on each attempt
+const MAX_RETRY_DELAY = 5000;
+const MAX_RETRY_AFTER = 30000; // the longest Retry-After a resume waits for
+/* The endpoints whose URL, less this last part, is the mount. */
+const ENDPOINT = /(^|\/)(chat\/completions|responses|completions)$/;
 /* The event types whose `text` is a piece of a choice's text of some kind. */
 const TEXT_EVENTS = new Set(["delta", "reasoning", "refusal"]);
 const noop = () => {};
@@ -146,6 +166,52 @@ export function stream(url, body, options) {
 }
 
 /**
+ * Resume a stream of a relay with a store, by its id: `GET <mount>/streams/{id}`.
+ * It returns the same kind of {@link RelayStream} as {@link stream}: it replays the
+ * events after `options.lastEventId` (all of them without it), then follows the stream
+ * live to its end, and resumes by itself if the connection breaks again.
+ *
+ * A stream that has ended and whose every event was delivered (a `204`) completes at
+ * once with a `done` event. A stream that is unknown, has expired, or belongs to
+ * another user fails with a {@link StreamRelayError} whose `status` is 404 and `code`
+ * is `stream_not_found`.
+ *
+ * @example
+ * // Before the page goes: sessionStorage.setItem("answer", JSON.stringify({id: s.streamId}))
+ * const { id } = JSON.parse(sessionStorage.getItem("answer"));
+ * const text = await resume("/v1", id, { onText: (piece) => output.append(piece) }).text();
+ *
+ * @param {string|URL} mount the relay's mount, such as `/v1` (an endpoint URL such as
+ *   `/v1/chat/completions` is taken for its mount too)
+ * @param {string} id the stream's id: {@link RelayStream#streamId}, the `X-Stream-Id` header
+ * @param {ResumeOptions} [options]
+ * @returns {RelayStream}
+ */
+export function resume(mount, id, options = {}) {
+  if (typeof id !== "string" || id === "") throw new TypeError("streamrelay: resume() needs the stream's id");
+  const after = options.lastEventId ?? 0;
+  if (!/^[0-9]+$/.test(String(after))) {
+    throw new TypeError(`streamrelay: options.lastEventId must be an event number, got ${JSON.stringify(after)}`);
+  }
+  pendingResume = { id, after: Number(after) };
+  try {
+    return new RelayStream(mount, undefined, options);
+  } finally {
+    pendingResume = null;
+  }
+}
+
+/* Set by resume() while it constructs its stream. */
+let pendingResume = null;
+
+/**
+ * @typedef {StreamOptions & {lastEventId?: number|string}} ResumeOptions
+ * `lastEventId`: the position to resume after (the {@link RelayStream#lastEventId} of
+ * the stream that was cut); without it, the replay starts at the first event. The
+ * `text` format has no positions: it always replays from the first event.
+ */
+
+/**
  * @typedef {object} StreamOptions
  * @property {"ndjson"|"sse"|"text"} [format] the wire format (default `"ndjson"`)
  * @property {AbortSignal} [signal] aborts the stream, like `.abort()`
@@ -158,6 +224,12 @@ export function stream(url, body, options) {
  * @property {(event: object) => void} [onEvent] called with every event, `error` and `done` included
  * @property {number} [idleTimeout] fail with code `idle_timeout` after this many ms without
  *   bytes from the server (the relay's heartbeats count, except in the `text` format, which has none)
+ * @property {string|URL} [mount] the relay's mount, where `streams/{id}` is (default: the
+ *   URL less its `/chat/completions`, `/responses` or `/completions`, else less its last segment)
+ * @property {number} [retries] how many times in a row a cut stream is resumed before it
+ *   fails with `truncated` (default 5; 0 turns automatic resume off)
+ * @property {number} [retryDelay] ms before the first resume attempt, doubled for each
+ *   next one, up to 5 s (default 250)
  */
 
 /**
@@ -179,6 +251,14 @@ export class RelayStream {
   #idleTimer = null;
   #reader = null;
   #lastEventId = "";
+  #headers;
+  #mount = null;
+  #streamId = null;
+  #resuming = false;
+  #retries;
+  #retryDelay;
+  #attempts = 0;
+  #stopping = false;
 
   #queue = [];
   #waiters = [];
@@ -201,6 +281,9 @@ export class RelayStream {
    * @param {StreamOptions} [options]
    */
   constructor(url, body, options = {}) {
+    // resume() makes its stream through this constructor: a GET of the stream instead of a POST.
+    const resuming = pendingResume;
+    pendingResume = null;
     const format = options.format ?? "ndjson";
     if (!Object.prototype.hasOwnProperty.call(ACCEPT, format)) {
       throw new TypeError(`streamrelay: unknown format ${JSON.stringify(format)}; use "ndjson", "sse" or "text"`);
@@ -212,6 +295,11 @@ export class RelayStream {
     }
     const fetchImpl = options.fetch ?? globalThis.fetch;
     if (typeof fetchImpl !== "function") throw new TypeError("streamrelay: no fetch available; pass options.fetch");
+    this.#retries = count(options.retries, "retries", DEFAULT_RETRIES);
+    this.#retryDelay = count(options.retryDelay, "retryDelay", DEFAULT_RETRY_DELAY);
+    if (options.mount != null && typeof options.mount !== "string" && !(options.mount instanceof URL)) {
+      throw new TypeError("streamrelay: options.mount must be a string or a URL");
+    }
 
     this.#fetch = fetchImpl;
     this.#format = format;
@@ -219,10 +307,20 @@ export class RelayStream {
     this.#onReasoning = options.onReasoning ?? null;
     this.#onEvent = options.onEvent ?? null;
     this.#idleTimeout = options.idleTimeout > 0 ? options.idleTimeout : 0;
-    /** The URL requested, with `?format=` added. @type {string} */
-    this.url = withFormat(String(url), format);
+    this.#headers = new Headers(options.headers);
+    if (resuming) {
+      this.#resuming = true;
+      this.#streamId = resuming.id;
+      this.#mount = mountOf(String(options.mount ?? url), true);
+      if (format !== "text" && resuming.after > 0) this.#lastEventId = String(resuming.after);
+      /** The URL of the first request: the POST's, with `?format=` set, or a resume's GET. @type {string} */
+      this.url = this.#resumeUrl();
+    } else {
+      this.#mount = options.mount != null ? mountOf(String(options.mount), true) : mountOf(String(url), false);
+      this.url = withFormat(String(url), format);
+    }
 
-    const headers = new Headers(options.headers);
+    const headers = new Headers(this.#headers);
     if (!headers.has("accept")) headers.set("accept", ACCEPT[format]);
     if (body !== undefined && !headers.has("content-type")) headers.set("content-type", "application/json");
     const payload = body === undefined || typeof body === "string" ? body : JSON.stringify(body);
@@ -250,7 +348,9 @@ export class RelayStream {
       }
     }
 
-    const init = { method: "POST", headers, body: payload, signal: this.#controller.signal };
+    const init = resuming
+      ? { method: "GET", headers: this.#getHeaders(), signal: this.#controller.signal }
+      : { method: "POST", headers, body: payload, signal: this.#controller.signal };
     this.#run(init).catch((err) => this.#settle(err));
   }
 
@@ -259,9 +359,22 @@ export class RelayStream {
     return this.#format;
   }
 
-  /** The last SSE `id:` seen (format `sse`), or `""`. A later resume will use it. */
+  /**
+   * The position of the last event received: its `id:` (format `sse`) or its `"seq"`
+   * (format `ndjson`), as a string; `""` before the first. A resume continues after it.
+   */
   get lastEventId() {
     return this.#lastEventId;
+  }
+
+  /**
+   * The stream's id on the relay (its `X-Stream-Id` header), once the response headers
+   * have arrived; `null` before, and for a relay without a store (such a stream cannot
+   * be resumed or stopped by id). Keep it with {@link lastEventId} to {@link resume} it later.
+   * @returns {string|null}
+   */
+  get streamId() {
+    return this.#streamId;
   }
 
   /**
@@ -294,7 +407,8 @@ export class RelayStream {
   /**
    * Stop the stream and cancel the request. This does nothing once the stream has ended.
    * Iteration, `.text()` and `.result()` then reject with a `DOMException` named
-   * `"AbortError"`.
+   * `"AbortError"`. On a relay with a store, closing the connection does not stop the
+   * generation before the relay's `linger`: {@link stop} does.
    * @param {unknown} [reason] kept as the error's `cause`
    */
   abort(reason) {
@@ -303,6 +417,46 @@ export class RelayStream {
     if (reason !== undefined && !isAbortError(reason)) err.cause = reason;
     this.#queue.length = 0;
     this.#settle(err);
+  }
+
+  /**
+   * Stop the generation on the server: `DELETE <mount>/streams/{id}`. The stream then
+   * ends as the relay ends it, with an `error` event whose code is `stopped` (iteration
+   * throws a {@link StreamRelayError} with that code), for this client and every other
+   * reader of the stream. Unlike {@link abort}, it stops a stream that a store keeps
+   * going after its client leaves.
+   *
+   * Without a stream id (no store on the relay, or the response headers have not
+   * arrived yet) there is nothing to delete, and it aborts instead. If the `DELETE`
+   * fails, it aborts too (the `AbortError`'s `cause` is the failure) and rejects with
+   * the failure. Does nothing once the stream has ended.
+   * @returns {Promise<void>}
+   */
+  async stop() {
+    if (this.#settled) return;
+    if (this.#streamId === null || this.#mount === null) {
+      this.abort();
+      return;
+    }
+    const headers = new Headers(this.#headers);
+    headers.delete("content-type");
+    this.#stopping = true;
+    let response;
+    try {
+      const fetchImpl = this.#fetch;
+      response = await fetchImpl(this.#streamUrl(), { method: "DELETE", headers });
+    } catch (err) {
+      const failure = new StreamRelayError(`Could not stop the stream: ${messageOf(err)}`, { code: "network_error", cause: err });
+      this.abort(failure);
+      throw failure;
+    }
+    if (response.ok) {
+      response.body?.cancel().catch(noop);
+      return;
+    }
+    const failure = await httpError(response);
+    this.abort(failure);
+    throw failure;
   }
 
   /** @returns {AsyncIterator<object>} */
@@ -357,24 +511,37 @@ export class RelayStream {
       return;
     }
     this.#armIdle();
+    if (!this.#resuming) this.#streamId = response.headers.get("x-stream-id") || null;
     this.#resolveResponse(response);
-    if (!response.ok) throw await httpError(response);
-
-    const mediaType = (response.headers.get("content-type") || "").split(";")[0].trim().toLowerCase();
-    if (mediaType && !MEDIA_TYPES[this.#format].includes(mediaType)) {
-      response.body?.cancel().catch(noop);
-      throw new StreamRelayError(
-        `Expected ${ACCEPT[this.#format]} for format "${this.#format}", but the server sent ${mediaType}.`,
-        { code: "protocol_error", status: response.status },
-      );
+    if (this.#resuming && response.status === 204) {
+      this.#complete(response);
+      return;
     }
-    if (!response.body) throw truncated(null);
+    if (!response.ok) throw await httpError(response);
+    this.#checkType(response);
 
+    let cut = await this.#read(response);
+    while (cut) {
+      response = await this.#reconnect(cut.cause);
+      if (!response) return;
+      cut = await this.#read(response);
+    }
+  }
+
+  /*
+   * Reads one response's body. Returns null once the stream has ended, or `{cause}` when
+   * the body broke off (or ended) before the terminal event of a stream that can resume.
+   */
+  async #read(response) {
+    if (!response.body) {
+      if (this.#canResume()) return { cause: null };
+      throw truncated(null);
+    }
     const reader = response.body.getReader();
     this.#reader = reader;
     if (this.#settled) {
       reader.cancel().catch(noop);
-      return;
+      return null;
     }
     const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
     const decode = this.#makeDecoder();
@@ -383,19 +550,135 @@ export class RelayStream {
       try {
         chunk = await reader.read();
       } catch (err) {
-        if (this.#settled) return;
-        throw truncated(err);
+        if (this.#settled) return null;
+        if (this.#canResume()) return { cause: err };
+        throw this.#stopping ? stopped() : truncated(err);
       }
-      if (this.#settled) return;
+      if (this.#settled) return null;
       this.#armIdle();
       if (chunk.done) break;
       const text = decoder.decode(chunk.value, { stream: true });
-      if (text && decode.feed(text)) return;
+      if (text && decode.feed(text)) return null;
     }
+    // A body that ends without the terminal event was cut. With a stream id, the rest
+    // (an unfinished last event included) comes from a resume.
+    if (this.#canResume()) return { cause: null };
     const rest = decoder.decode();
-    if (rest && decode.feed(rest)) return;
-    if (decode.end()) return;
-    throw truncated(null);
+    if (rest && decode.feed(rest)) return null;
+    if (decode.end()) return null;
+    throw this.#stopping ? stopped() : truncated(null);
+  }
+
+  /* Whether a cut body can be resumed: the relay gave an id, and the format has positions. */
+  #canResume() {
+    return this.#streamId !== null && this.#mount !== null && this.#format !== "text" && this.#retries > 0;
+  }
+
+  /*
+   * Resumes after a cut: `GET <mount>/streams/{id}` after the last position, with
+   * exponential backoff. Returns the response to read on, or null once the stream has
+   * ended (aborted, or a 204: nothing was left). Throws when the stream is gone (404),
+   * or when every attempt failed.
+   */
+  async #reconnect(cause) {
+    let last = cause;
+    let asked = 0; // a Retry-After's wait, in ms
+    while (this.#attempts < this.#retries) {
+      const wait = Math.max(Math.min(this.#retryDelay * 2 ** this.#attempts, MAX_RETRY_DELAY), asked);
+      this.#attempts += 1;
+      if (!(await this.#sleep(wait))) return null;
+      let response;
+      try {
+        const fetchImpl = this.#fetch;
+        response = await fetchImpl(this.#resumeUrl(), { method: "GET", headers: this.#getHeaders(), signal: this.#controller.signal });
+      } catch (err) {
+        if (this.#settled) return null;
+        last = err;
+        continue;
+      }
+      if (this.#settled) {
+        response.body?.cancel().catch(noop);
+        return null;
+      }
+      if (response.status === 204) {
+        this.#complete(response);
+        return null;
+      }
+      if (response.ok) {
+        this.#armIdle();
+        this.#checkType(response);
+        return response;
+      }
+      const failure = await httpError(response);
+      if (response.status >= 500 || response.status === 408 || response.status === 429) {
+        last = failure; // the store or a proxy is down for a moment: try again
+        asked = Math.min(failure.retryAfterMs ?? 0, MAX_RETRY_AFTER);
+        continue;
+      }
+      throw failure; // 404 stream_not_found: unknown, expired or not ours; 400: a bad position
+    }
+    const tries = this.#attempts === 1 ? "1 attempt" : `${this.#attempts} attempts`;
+    throw new StreamRelayError(
+      `The connection broke before the stream was complete, and ${tries} to resume it failed${last ? `: ${messageOf(last)}` : "."}`,
+      { code: "truncated", cause: last ?? undefined },
+    );
+  }
+
+  /* A 204 to a resume: everything was delivered, the stream is complete. */
+  #complete(response) {
+    response.body?.cancel().catch(noop);
+    this.#emit({ type: "done" });
+  }
+
+  #checkType(response) {
+    const mediaType = (response.headers.get("content-type") || "").split(";")[0].trim().toLowerCase();
+    if (mediaType && !MEDIA_TYPES[this.#format].includes(mediaType)) {
+      response.body?.cancel().catch(noop);
+      throw new StreamRelayError(
+        `Expected ${ACCEPT[this.#format]} for format "${this.#format}", but the server sent ${mediaType}.`,
+        { code: "protocol_error", status: response.status },
+      );
+    }
+  }
+
+  /* Waits `ms`; resolves false at once if the stream ends meanwhile. */
+  #sleep(ms) {
+    if (this.#settled) return Promise.resolve(false);
+    const signal = this.#controller.signal;
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", wake);
+        resolve(!this.#settled);
+      };
+      const timer = setTimeout(wake, ms);
+      signal.addEventListener("abort", wake, { once: true });
+    });
+  }
+
+  /* `<mount>/streams/{id}`. */
+  #streamUrl() {
+    return `${this.#mount}streams/${encodeURIComponent(this.#streamId)}`;
+  }
+
+  /* The resume URL: the format, and the position to continue after (`last_event_id`, a
+     query parameter rather than the header, so that a cross-origin GET needs no preflight). */
+  #resumeUrl() {
+    const position = /^[0-9]+$/.test(this.#lastEventId) ? `&last_event_id=${this.#lastEventId}` : "";
+    return `${this.#streamUrl()}?format=${this.#format}${position}`;
+  }
+
+  #getHeaders() {
+    const headers = new Headers(this.#headers);
+    headers.delete("content-type");
+    if (!headers.has("accept")) headers.set("accept", ACCEPT[this.#format]);
+    return headers;
+  }
+
+  /* An event with a position arrived: remember it, and a resume that delivers starts its tries afresh. */
+  #advance(id) {
+    this.#lastEventId = id;
+    this.#attempts = 0;
   }
 
   /*
@@ -416,7 +699,12 @@ export class RelayStream {
     if (this.#format === "ndjson") {
       const lines = new LineSplitter();
       return {
-        feed: (text) => lines.feed(text).some((line) => emit(parseLine(line))),
+        feed: (text) =>
+          lines.feed(text).some((line) => {
+            const ev = parseLine(line);
+            if (ev && Number.isInteger(ev.seq)) this.#advance(String(ev.seq));
+            return emit(ev);
+          }),
         end: () => {
           // A last line without its `\n` counts if it is whole; half a line is a cut stream.
           const line = lines.end();
@@ -434,7 +722,7 @@ export class RelayStream {
     return {
       feed: (text) =>
         sse.feed(text).some((message) => {
-          this.#lastEventId = message.id;
+          this.#advance(message.id);
           // Empty data and `event: ping` are heartbeats too, from relays other than ours.
           return message.data !== "" && message.event !== "ping" && emit(parseEvent(message.data));
         }),
@@ -769,12 +1057,42 @@ function truncated(cause) {
   );
 }
 
+/* A stream cut after stop(): in the `text` format, that is how the relay ends a stopped stream. */
+function stopped() {
+  return new StreamRelayError("The stream was stopped.", { code: "stopped" });
+}
+
 function preview(text) {
   return text.length > 120 ? `${text.slice(0, 120)}…` : text;
 }
 
 function messageOf(err) {
   return err && typeof err === "object" && "message" in err ? String(err.message) : String(err);
+}
+
+/* A non-negative number option, or its default. */
+function count(value, name, fallback) {
+  if (value == null) return fallback;
+  if (typeof value !== "number" || !(value >= 0) || !Number.isFinite(value)) {
+    throw new TypeError(`streamrelay: options.${name} must be a number >= 0`);
+  }
+  return name === "retries" ? Math.floor(value) : value;
+}
+
+/*
+ * The mount of a relay URL, ending in "/" (or "" for a relative URL without a
+ * directory): the URL without its query, fragment, and endpoint (`chat/completions`,
+ * `responses`, `completions`). A URL without one is the mount itself (`isMount`), or
+ * loses its last segment.
+ */
+function mountOf(url, isMount) {
+  let base = url;
+  const cut = base.search(/[?#]/);
+  if (cut >= 0) base = base.slice(0, cut);
+  const trimmed = base.replace(/\/+$/, "");
+  if (ENDPOINT.test(trimmed)) return trimmed.replace(ENDPOINT, "$1");
+  if (isMount) return base === "" || base.endsWith("/") ? base : `${base}/`;
+  return base.slice(0, base.lastIndexOf("/") + 1);
 }
 
 /* Sets `format=<format>` in the query of `url`, keeping the rest of the query byte for byte. */

@@ -83,15 +83,7 @@ class _ChatPlan(_Plan):
                     "finish_reason": self.finish_reason,
                 }
             )
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": self.fingerprint,
-            "choices": choices,
-            "usage": self.usage(),
-        }
+        return self.completion_object("chat.completion", choices, usage=self.usage())
 
     # Streaming.
 
@@ -107,17 +99,7 @@ class _ChatPlan(_Plan):
         if "azure" in self.faults:
             filtered = bool(delta.get("content") or delta.get("refusal"))
             choice["content_filter_results"] = _FILTER_SAFE if filtered else {}
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": self.fingerprint,
-            "choices": [choice],
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        return chunk
+        return self.chunk_of("chat.completion.chunk", choice)
 
     def delta(self, piece: _Piece) -> dict[str, Any]:
         faults = self.faults

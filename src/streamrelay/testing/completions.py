@@ -65,15 +65,7 @@ class _CompletionsPlan(_Plan):
             }
             for index in range(self.n)
         ]
-        return {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": self.fingerprint,
-            "choices": choices,
-            "usage": self.usage(),
-        }
+        return self.completion_object("text_completion", choices, usage=self.usage())
 
     def chunk(self, index: int, text: str, finish_reason: str | None = None) -> dict[str, Any]:
         choice: dict[str, Any] = {
@@ -84,17 +76,7 @@ class _CompletionsPlan(_Plan):
         }
         if "azure" in self.faults:
             choice["content_filter_results"] = _FILTER_SAFE if text else {}
-        chunk: dict[str, Any] = {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": self.fingerprint,
-            "choices": [choice],
-        }
-        if self.include_usage:
-            chunk["usage"] = None
-        return chunk
+        return self.chunk_of("text_completion", choice)
 
     def content_event(self, text: str) -> dict[str, Any]:
         return self.chunk(0, text)

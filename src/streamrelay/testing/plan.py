@@ -230,6 +230,27 @@ class _Plan:
     def failed_event(self) -> _Named:  # pragma: no cover - only routes that honour "failed"
         raise NotImplementedError
 
+    def completion_object(
+        self, kind: str, choices: list[dict[str, Any]], **rest: Any
+    ) -> dict[str, Any]:
+        """A chat or legacy completion object (whole or chunk) around ``choices``."""
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": choices,
+            **rest,
+        }
+
+    def chunk_of(self, kind: str, choice: dict[str, Any]) -> dict[str, Any]:
+        """One streamed chunk of ``kind`` carrying ``choice`` (``usage: null`` when the
+        request asked for usage, as OpenAI sends it on every chunk but the last)."""
+        if self.include_usage:
+            return self.completion_object(kind, [choice], usage=None)
+        return self.completion_object(kind, [choice])
+
     def _count_prompt_tokens(self) -> int:
         return max(1, len(_prompt_text(self.conversation).split()))
 
