@@ -157,6 +157,30 @@ def test_headers_leave_before_the_first_token(server: tuple[str, str]) -> None:
     assert head_at < first_token
 
 
+def test_a_stored_stream_outlives_its_client(server: tuple[str, str], sim: Simulator) -> None:
+    """With a store, the server must let the app finish after its client left (the
+    generation goes on for a resume): every server here does."""
+    _, url = server
+    body = chat(tokens=30, delay=0.02)
+    conn = RawHTTP(url)
+    conn.request("POST", "/stored/chat/completions?format=ndjson", body)
+    status, headers = conn.read_head()
+    assert status == 200
+    stream_id = dict(headers)["x-stream-id"]
+    seen = b""
+    while seen.count(b'"delta"') < 2:
+        chunk = conn.read_chunk()
+        assert chunk is not None
+        seen += chunk
+    conn.close()
+    assert sim.stats.wait(finished=1, timeout=10)
+    assert sim.stats.cancelled == 0
+    resumed = httpx.get(url + f"/stored/streams/{stream_id}?format=ndjson", timeout=10)
+    events = [json.loads(line) for line in resumed.text.splitlines()]
+    assert events[-1]["type"] == "done"
+    assert "".join(e["text"] for e in events if e["type"] == "delta") == sim.expected_text(body)
+
+
 def test_disconnect_cancels_the_upstream(server: tuple[str, str], sim: Simulator) -> None:
     _, url = server
     # Mid-stream, while the upstream is silent.

@@ -4,6 +4,7 @@ The upstream is the test process's simulator, named by ``STREAMRELAY_UPSTREAM``.
 Routes:
 
 * ``/ai/...``: :class:`~streamrelay.StreamRelay` mounted in Starlette;
+* ``/stored/...``: the same with a :class:`~streamrelay.stores.MemoryStore` (resumable);
 * ``/raw``: the host's own route returning the upstream's raw OpenAI SSE (with
   a hop-by-hop ``Connection`` header, as hand-written relays often set), re-framed by
   :class:`~streamrelay.StreamRelayMiddleware`;
@@ -31,6 +32,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 from streamrelay import StreamRelay, StreamRelayMiddleware, StreamSettings, Upstream
+from streamrelay.stores import MemoryStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from examples.middleware_reframe import UpstreamResponse
@@ -42,6 +44,13 @@ SEND_TIMEOUT = float(os.environ.get("STREAMRELAY_TEST_SEND_TIMEOUT", "30"))
 relay = StreamRelay(
     Upstream(UPSTREAM, api_key="sk-test"),
     stream=StreamSettings(heartbeat=HEARTBEAT, send_timeout=SEND_TIMEOUT),
+)
+# The same with resumable streams: a client that leaves does not stop the generation.
+stored = StreamRelay(
+    Upstream(UPSTREAM, api_key="sk-test"),
+    stream=StreamSettings(heartbeat=HEARTBEAT, send_timeout=SEND_TIMEOUT),
+    store=MemoryStore(),
+    linger=5.0,
 )
 client = httpx.AsyncClient(base_url=UPSTREAM, timeout=httpx.Timeout(None, connect=5.0))
 
@@ -74,6 +83,7 @@ async def ticks(request: Request) -> Response:
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
     await relay.aclose()
+    await stored.aclose()
     await client.aclose()
 
 
@@ -83,6 +93,7 @@ app = Starlette(
         Route("/raw", raw, methods=["POST"]),
         Route("/ticks", ticks),
         Mount("/ai", relay),
+        Mount("/stored", stored),
     ],
     middleware=[
         Middleware(
