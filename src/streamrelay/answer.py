@@ -137,31 +137,38 @@ class _Exchange:
                 await self.deliver(scope)
 
     async def wait(self, group: anyio.CancelScope) -> None:
-        """Until the answer arrives, sending heartbeats; or until the idle timeout."""
-        limit = self.settings.idle_timeout
+        """Until the answer arrives, sending heartbeats; or until the idle timeout.
+
+        Every decision compares the clock with a deadline, never trusts a timer to
+        have fired late enough (an event loop may wake a timer a little early).
+        """
+        limit, beat = self.settings.idle_timeout, self.settings.heartbeat
         deadline = self.started_at + (math.inf if limit is None else limit)
-        beat = self.settings.heartbeat
+        next_beat = self.started_at + (math.inf if beat is None else beat)
         while True:
             now = monotonic()
-            wake = min(deadline, now + beat) if beat is not None else deadline
-            with anyio.move_on_after(max(wake - now, 0.0)):
-                await self.arrived.wait()
-                return
-            if monotonic() >= deadline:
+            if now >= deadline:
                 self.failure = UpstreamUnavailable(
                     f"the upstream did not answer within {limit}s",
                     code="upstream_timeout",
                     status_code=504,
                 )
                 return
-            if not self.committed:
-                self.committed = True
-                self.status = 200
-                self.ttfb = monotonic() - self.started_at
-                await self._send(group, self._head(200, [], None))
-            await self._send(
-                group, {"type": "http.response.body", "body": b"\n", "more_body": True}
-            )
+            if now >= next_beat:
+                assert beat is not None
+                next_beat = now + beat
+                if not self.committed:
+                    self.committed = True
+                    self.status = 200
+                    self.ttfb = now - self.started_at
+                    await self._send(group, self._head(200, [], None))
+                await self._send(
+                    group, {"type": "http.response.body", "body": b"\n", "more_body": True}
+                )
+                continue
+            with anyio.move_on_after(min(deadline, next_beat) - now):
+                await self.arrived.wait()
+                return
 
     async def deliver(self, scope: anyio.CancelScope) -> None:
         if self.answer is not None:
