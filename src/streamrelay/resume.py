@@ -9,9 +9,9 @@ It is the same loop as any stream, with three differences:
 
 * every upstream read's events go to the store (:meth:`Recording.save`) before they
   go to the client. A store in this process takes them at once; one that does I/O
-  (Redis) gets them from a *writer* task, which batches whatever piled up while its
-  last append was in flight, so the live client never waits on the store and a
-  busy stream costs one round trip per batch, not per token;
+  (Redis) gets them from a *writer* task, which gathers them for :data:`FLUSH`
+  seconds and appends them in one round trip, so the live client never waits on
+  the store and a fast stream costs a round trip per ``FLUSH``, not per token;
 * the client leaving does not stop it: the engine *detaches* (no more sends, no
   heartbeats) and goes on filling the store, while :meth:`Recording.watch` beats
   every :data:`BEAT` seconds. A beat renews the producer's lease (so readers
@@ -59,6 +59,10 @@ producer within this (plus one read's wait)."""
 BEAT = 0.5
 """Seconds between the producer's beats: a stop takes effect within this (plus the
 store's round trip)."""
+FLUSH = 0.1
+"""Seconds a writer gathers a stream's records before one append to a store that does
+I/O: a fast stream costs a round trip per ``FLUSH``, not per token, and a resumed
+reader trails the live client by at most this (plus the round trip)."""
 READ_WAIT = 1.0
 """Seconds a reader's blocking read waits before it asks again (and checks the lease)."""
 
@@ -84,6 +88,7 @@ class Recording:
         self._pending: list[Record] = []  # for the writer (a store that does I/O)
         self._wake = anyio.Event()
         self._closing = False
+        self._flush_now = anyio.Event()  # finish() cuts the gathering short
         self._drained = anyio.Event()
 
     async def open(self) -> bool:
@@ -114,6 +119,8 @@ class Recording:
         try:
             while self.active:
                 await self._wake.wait()
+                with anyio.move_on_after(FLUSH):  # gather a few tokens per round trip
+                    await self._flush_now.wait()
                 self._wake = anyio.Event()
                 while self._pending and self.active:
                     batch, self._pending = self._pending, []
@@ -171,6 +178,7 @@ class Recording:
             return
         if not self.in_process:
             self._closing = True
+            self._flush_now.set()
             self._wake.set()
             await self._drained.wait()
         if self.active:
@@ -184,6 +192,7 @@ class Recording:
         if self.active:
             self.active = False
             self._pending.clear()
+            self._flush_now.set()
             self._wake.set()  # the writer returns
             logger.warning(
                 "stream %s is no longer resumable: the stream store failed (%s); "
