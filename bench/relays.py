@@ -136,6 +136,43 @@ def _streamrelay_with(upstream: str, store: Any) -> ASGIApp:
     return Starlette(routes=[Mount("/v1", app=relay)])
 
 
+def relay_response_app(upstream: str) -> ASGIApp:
+    """streamrelay's handler helper in the host's own route (``relay_response``)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from streamrelay import StreamSettings, Upstream, relay_response
+
+    shared = Upstream(upstream, api_key="bench")
+    settings = StreamSettings(heartbeat=None)
+
+    async def chat(request: Request) -> Response:
+        body = await request.json()
+        return relay_response(shared.request("/chat/completions", body), request, stream=settings)
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+def sse_events_app(upstream: str) -> ASGIApp:
+    """sse-starlette's ``EventSourceResponse`` fed by ``streamrelay.sse_events``."""
+    from sse_starlette.sse import EventSourceResponse
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.routing import Route
+
+    from streamrelay import Upstream, sse_events
+
+    shared = Upstream(upstream, api_key="bench")
+
+    async def chat(request: Request) -> EventSourceResponse:
+        body = await request.json()
+        return EventSourceResponse(sse_events(shared.request("/chat/completions", body)))
+
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
 def streamrelay_aiohttp_app(upstream: str) -> ASGIApp:
     """The same on the aiohttp transport: what the native transport saves."""
     return streamrelay_app(upstream, "aiohttp")
@@ -410,6 +447,21 @@ RELAYS: tuple[Relay, ...] = (
         "bench.relays:streamrelay_aiohttp_app",
         "?format=ndjson",
         ("streamrelay", "aiohttp"),
+    ),
+    Relay(
+        "relay-response-sse",
+        "relay_response (sse) in a host route",
+        "extra",
+        "bench.relays:relay_response_app",
+        "?format=sse",
+        ("streamrelay",),
+    ),
+    Relay(
+        "sse-starlette-sse-events",
+        "sse-starlette fed by streamrelay.sse_events",
+        "extra",
+        "bench.relays:sse_events_app",
+        requires=("sse_starlette", "streamrelay.sse_starlette"),
     ),
     Relay(
         "streamrelay-ndjson-memory",

@@ -173,7 +173,7 @@ def test_wrong_method_gets_405_with_allow(client: httpx.Client, relay: str, meth
     assert response.headers["allow"] == "POST"
 
 
-@pytest.mark.parametrize("path", ["/ai/", "/ai/embeddings", "/ai/chat", "/ai/v1/chat/completions"])
+@pytest.mark.parametrize("path", ["/ai/", "/ai/embeddings", "/ai/chats", "/ai/v1/chat/completions"])
 def test_unknown_path_gets_404(client: httpx.Client, relay: str, path: str) -> None:
     error_of(client.post(relay + path, json=chat_body()), 404, "not_found")
 

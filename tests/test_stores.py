@@ -342,6 +342,18 @@ async def test_stop_reaches_the_beat(kit: Kit) -> None:
     assert (await store.beat("s", 5)).stopped
 
 
+async def test_a_chat_remembers_its_latest_stream(kit: Kit) -> None:
+    store = kit.make()
+    assert await store.chat_stream("alice:c1") is None
+    await store.create("s1", principal="alice", lease=5)
+    await store.set_chat("alice:c1", "s1")
+    assert await store.chat_stream("alice:c1") == "s1"
+    await store.create("s2", principal="alice", lease=5)
+    await store.set_chat("alice:c1", "s2")  # a new request in the same chat
+    assert await store.chat_stream("alice:c1") == "s2"
+    assert await store.chat_stream("bob:c1") is None  # chats are keyed with their principal
+
+
 async def test_readers_attach_and_detach(kit: Kit) -> None:
     store = kit.make()
     await store.create("s", principal=None, lease=5)

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .outcome import Ending, Outcome
     from .pipeline import StreamAborted
     from .response import RelayResponse, relay_response
+    from .sse_starlette import sse_events
     from .upstream import Upstream
 
 _EXPORTS = {
@@ -87,6 +88,7 @@ _EXPORTS = {
     "StreamAborted": "pipeline",
     "RelayResponse": "response",
     "relay_response": "response",
+    "sse_events": "sse_starlette",
     "Upstream": "upstream",
 }
 
@@ -124,6 +126,7 @@ __all__ = [
     "Usage",
     "__version__",
     "relay_response",
+    "sse_events",
 ]
 
 

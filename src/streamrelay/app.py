@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import secrets
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from .errors import (
     UnsupportedFormat,
     UpstreamUnavailable,
 )
+from .formats import Encoder, encoder_for
 from .negotiation import asked_format, format_param
 from .outcome import StreamObserver
 from .pipeline import run_stream
@@ -65,27 +67,44 @@ client's IP address."""
 
 @dataclass(frozen=True, slots=True)
 class _Route:
-    """One of the OpenAI routes that start a generation, and how its body is checked."""
+    """A route that starts a generation, and how its body is checked."""
 
     name: str  # the API's name, for logs and metrics
-    field: str  # the body field the route requires
+    upstream: str  # the upstream path it calls
+    field: str  # the body field the route requires (after any conversion)
     kinds: tuple[type, ...]  # the JSON types that field may have
     caps: tuple[str, ...]  # the token limits capped by ``max_tokens``; the first is set if none
+    ui: str | None = None
+    """A front end's route: its own default format (its body is converted to a chat
+    completion first, and it always streams); ``None`` for an OpenAI route."""
 
 
+_CHAT_CAPS = ("max_tokens", "max_completion_tokens")
 _ROUTES = {
     "/chat/completions": _Route(
-        "chat.completions", "messages", (list,), ("max_tokens", "max_completion_tokens")
+        "chat.completions", "/chat/completions", "messages", (list,), _CHAT_CAPS
     ),
-    "/responses": _Route("responses", "input", (str, list), ("max_output_tokens",)),
-    "/completions": _Route("completions", "prompt", (str, list), ("max_tokens",)),
+    "/responses": _Route("responses", "/responses", "input", (str, list), ("max_output_tokens",)),
+    "/completions": _Route("completions", "/completions", "prompt", (str, list), ("max_tokens",)),
+    "/chat": _Route("chat", "/chat/completions", "messages", (list,), _CHAT_CAPS, ui="ai-sdk"),
+    "/ag-ui": _Route("ag-ui", "/chat/completions", "messages", (list,), _CHAT_CAPS, ui="ag-ui"),
 }
 
-_Accepted = tuple[
-    str, bytes, "str | None", list[tuple[str, str]], "Hashable | None", "_Slot | None"
-]
-"""An accepted generation: upstream path, body, format (``None``: a whole JSON answer),
-forwarded headers, principal, the principal's stream slot."""
+
+@dataclass(slots=True)
+class _Call:
+    """An accepted request that starts a generation."""
+
+    route: _Route
+    payload: bytes  # the upstream body, built once
+    format: str | None  # None: a whole JSON answer
+    forwarded: list[tuple[str, str]]
+    principal: Hashable | None
+    slot: _Slot | None
+    chat: str | None = None  # the AI SDK chat it belongs to (for its resume route)
+    message_id: str | None = None  # the AI SDK message the answer continues, if any
+    run: tuple[str, str, str | None] | None = None  # AG-UI's threadId, runId, protocolVersion
+
 
 _STATIC = {
     "/streamrelay.js": ("streamrelay.js", b"text/javascript; charset=utf-8"),
@@ -137,6 +156,8 @@ class StreamRelay:
         linger: with a store, how long a stream goes on with no reader connected
             before it is abandoned and its upstream closed (default 30 s; ``None``:
             it always finishes).
+        default_model: the model of the front-end routes (``POST /chat``, ``POST
+            /ag-ui``) when their body names none (``allowed_models`` still applies).
     """
 
     def __init__(
@@ -153,6 +174,7 @@ class StreamRelay:
         on_stream_end: StreamObserver | None = None,
         store: Store | None = None,
         linger: float | None = 30.0,
+        default_model: str | None = None,
     ) -> None:
         self.upstream = upstream if isinstance(upstream, Upstream) else Upstream(upstream)
         self.default_format = (
@@ -185,6 +207,9 @@ class StreamRelay:
         ):
             raise ConfigurationError(f"linger must be seconds (>= 0) or None, got {linger!r}")
         self.linger = linger
+        if default_model is not None and (not isinstance(default_model, str) or not default_model):
+            raise ConfigurationError(f"default_model must be a model name, got {default_model!r}")
+        self.default_model = default_model
         self._streams: Counter[Hashable] = Counter()
 
     def __repr__(self) -> str:
@@ -209,9 +234,13 @@ class StreamRelay:
             if scope["method"] != "POST":
                 await _http.send_method_not_allowed(send, scope["method"], "POST")
                 return
-            accepted = await self._accept(scope, receive, send, path, route)
-            if accepted is not None:
-                await self._relay(receive, send, *accepted)
+            call = await self._accept(scope, receive, send, route)
+            if call is not None:
+                await self._relay(receive, send, call)
+        elif path.startswith("/chat/") and path.endswith("/stream") and path.count("/") == 3:
+            await self._chat_stream_route(
+                scope, receive, send, path[len("/chat/") : -len("/stream")]
+            )
         elif path.startswith("/streams/") and "/" not in path[len("/streams/") :]:
             await self._stream_route(scope, receive, send, path[len("/streams/") :])
         elif path == "/models" or path.startswith("/models/"):
@@ -271,8 +300,8 @@ class StreamRelay:
         await _http.send_answer(send, status, kept, body)
 
     async def _accept(
-        self, scope: Scope, receive: Receive, send: Send, path: str, route: _Route
-    ) -> _Accepted | None:
+        self, scope: Scope, receive: Receive, send: Send, route: _Route
+    ) -> _Call | None:
         """Read and check the request; send the error and return ``None`` if refused."""
         limits = self.limits
         if sum(len(k) + len(v) for k, v in scope["headers"]) > limits.max_header_bytes:
@@ -284,9 +313,12 @@ class StreamRelay:
             )
             return None
         request = Request(scope)
+        context: dict[str, Any] = {}
         try:
-            fmt = _asked(scope)
-            body = await self._read_request(request, receive, route)
+            # A front end's route streams in its own format unless asked otherwise; an
+            # OpenAI route gives an OpenAI client what OpenAI would (negotiation.py).
+            fmt = _http.negotiate_format(scope, route.ui) if route.ui else _asked(scope)
+            body = await self._read_request(request, receive, route, context)
         except RequestRejected as exc:
             await _http.send_rejection(send, exc)
             return None
@@ -314,8 +346,18 @@ class StreamRelay:
                     headers=[("retry-after", "1")],
                 )
                 return None
-        forwarded = self.upstream.forwarded(request.headers.items())
-        return path, payload, fmt, forwarded, principal, slot
+        chat = context.get("chat")
+        return _Call(
+            route,
+            payload,
+            fmt,
+            self.upstream.forwarded(request.headers.items()),
+            principal,
+            slot,
+            chat=_chat_key(principal, chat) if isinstance(chat, str) and chat else None,
+            message_id=context.get("message_id"),
+            run=context.get("run"),
+        )
 
     async def _take_slot(self, principal: Hashable, limit: int) -> _Slot | None:
         """One of ``principal``'s stream slots: in the store when there is one (the
@@ -346,25 +388,16 @@ class StreamRelay:
             if self._streams[slot.local] <= 0:
                 del self._streams[slot.local]
 
-    async def _relay(
-        self,
-        receive: Receive,
-        send: Send,
-        path: str,
-        payload: bytes,
-        fmt: str | None,
-        client_headers: list[tuple[str, str]],
-        principal: Hashable | None,
-        slot: _Slot | None,
-    ) -> None:
+    async def _relay(self, receive: Receive, send: Send, call: _Call) -> None:
         """Stream (or answer whole) one accepted request. (Kept apart from the parsing
         so that the request and its parsed body are not held for the stream's life.)"""
         upstream = self.upstream
+        path, payload, headers = call.route.upstream, call.payload, call.forwarded
         try:
-            if fmt is None:
+            if call.format is None:
                 await relay_answer(
                     send,
-                    call=lambda: upstream.post(path, payload, client_headers),
+                    call=lambda: upstream.post(path, payload, headers),
                     wait_disconnect=_http.disconnect_waiter(receive),
                     settings=self.settings,
                     headers=((b"vary", b"accept"),),
@@ -373,30 +406,73 @@ class StreamRelay:
                 return
 
             async def open_source() -> Any:
-                return await upstream.open(path, payload, client_headers)
+                return await upstream.open(path, payload, headers)
 
             recording = None
             if self.store is not None:
                 recording = Recording(
                     self.store,
                     secrets.token_urlsafe(16),  # 128 bits (a uuid4 has 122)
-                    _principal_key(principal),
+                    _principal_key(call.principal),
                     self.linger,
+                    chat=call.chat,
                 )
+            encoder = _encoder(call)
             await run_stream(
                 send,
                 open_source=open_source,
                 wait_disconnect=_http.disconnect_waiter(receive),
-                format=fmt,
+                format=call.format,
                 settings=self.settings,
                 headers=((b"vary", b"accept"),),
                 observer=self.on_stream_end,
                 recording=recording,
+                encoder=encoder,
             )
         finally:
-            if slot is not None:
+            if call.slot is not None:
                 with anyio.CancelScope(shield=True):
-                    await self._give_slot(slot)
+                    await self._give_slot(call.slot)
+
+    async def _chat_stream_route(
+        self, scope: Scope, receive: Receive, send: Send, chat_id: str
+    ) -> None:
+        """The AI SDK's resume (``GET /chat/{chatId}/stream``, from the chat's first part)
+        and stop (``DELETE``); 204 when the chat has no active stream."""
+        method = scope["method"]
+        if method not in ("GET", "DELETE"):
+            await _http.send_method_not_allowed(send, method, "GET, DELETE")
+            return
+        store = self.store
+        if store is None:  # nothing was kept: nothing to resume (docs/frontends.md)
+            if method == "GET":
+                await _http.send_no_content(send)
+            else:
+                await _send_not_found(send)
+            return
+        key = _chat_key(_principal_key(self.principal(Request(scope), None)), chat_id)
+        try:
+            stream_id = await store.chat_stream(key)
+            info = await store.info(stream_id) if stream_id is not None else None
+            if method == "DELETE":
+                if stream_id is None or info is None:
+                    await _send_not_found(send)
+                    return
+                await store.stop(stream_id)
+                await _http.send_no_content(send)
+                return
+        except StoreUnavailable as exc:
+            await _send_store_unavailable(send, exc)
+            return
+        if stream_id is None or info is None or info.ended:
+            await _http.send_no_content(send)  # no active stream: the SDK shows what it has
+            return
+        try:
+            fmt = _http.negotiate_format(scope, "ai-sdk")
+        except RequestRejected as exc:
+            await _http.send_rejection(send, exc)
+            return
+        await self._follow(send, receive, stream_id, fmt, 0)
 
     async def _stream_route(
         self, scope: Scope, receive: Receive, send: Send, stream_id: str
@@ -426,12 +502,7 @@ class StreamRelay:
             info = await store.info(stream_id)
             if info is None or (info.principal is not None and info.principal != key):
                 # One answer for unknown, expired and foreign ids: no way to tell them apart.
-                await _http.send_error(
-                    send,
-                    404,
-                    "no such stream: it is unknown, has expired, or is not yours",
-                    code="stream_not_found",
-                )
+                await _send_not_found(send)
                 return
             if method == "DELETE":
                 await store.stop(stream_id)
@@ -459,6 +530,15 @@ class StreamRelay:
             await _http.send_no_content(send)  # all delivered: EventSource stops here
             return
 
+        await self._follow(send, receive, stream_id, fmt, after)
+
+    async def _follow(
+        self, send: Send, receive: Receive, stream_id: str, fmt: str, after: int
+    ) -> None:
+        """Replay a stored stream after position ``after``, then follow it live."""
+        store = self.store
+        assert store is not None
+
         async def open_source() -> Source:
             try:
                 return await follow(store, stream_id, after)
@@ -481,7 +561,7 @@ class StreamRelay:
         )
 
     async def _read_request(
-        self, request: Request, receive: Receive, route: _Route
+        self, request: Request, receive: Receive, route: _Route, context: dict[str, Any]
     ) -> dict[str, Any]:
         # A missing type is refused too: a cross-site no-cors fetch sends none, and
         # requiring JSON is what forces such a request through a CORS preflight.
@@ -518,6 +598,8 @@ class StreamRelay:
                 400, "the request body must be a JSON object", code="invalid_body"
             )
         body: dict[str, Any] = parsed
+        if route.ui is not None:
+            body = self._from_front_end(route, body, context)
         if not isinstance(body.get(route.field), route.kinds):
             kinds = " or ".join(_JSON_NAMES[kind] for kind in route.kinds)
             raise RequestRejected(
@@ -535,6 +617,33 @@ class StreamRelay:
         if self.max_tokens is not None:
             _cap_tokens(body, self.max_tokens, route.caps)
         return body
+
+    def _from_front_end(
+        self, route: _Route, body: dict[str, Any], context: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A front end's body as a chat completion (the model: the body's, else
+        ``default_model``, else 400)."""
+        if route.ui == "ai-sdk":
+            from . import uimessage  # here: most relays never need it
+
+            converted = uimessage.chat_body(body)
+            context["chat"] = body.get("id")
+            context["message_id"] = uimessage.continued_message_id(body)
+        else:
+            from . import agui
+
+            converted, thread_id, run_id = agui.chat_body(body)
+            version = body.get("protocolVersion")
+            context["run"] = (thread_id, run_id, version if isinstance(version, str) else None)
+        if not converted.get("model"):
+            if self.default_model is None:
+                raise RequestRejected(
+                    400,
+                    "no model: send one in the body, or set StreamRelay(default_model=...)",
+                    code="model_required",
+                )
+            converted["model"] = self.default_model
+        return converted
 
     async def _run_prepare(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         assert self.prepare is not None
@@ -610,6 +719,40 @@ async def _caught_up(store: Store, stream_id: str, info: StreamInfo, after: int)
             break
         info = fresh
     return info
+
+
+async def _send_not_found(send: Send) -> None:
+    """The one 404 of the stream routes: unknown, expired and foreign look the same."""
+    await _http.send_error(
+        send,
+        404,
+        "no such stream: it is unknown, has expired, or is not yours",
+        code="stream_not_found",
+    )
+
+
+def _encoder(call: _Call) -> Encoder:
+    """The encoder of an accepted call, with what its front end needs to know (the
+    message an AI SDK answer continues, the AG-UI run it belongs to)."""
+    assert call.format is not None
+    now = time.time()
+    if call.format == "ai-sdk" and call.message_id is not None:
+        from .formats.ai_sdk import AISDKEncoder
+
+        return AISDKEncoder(now=now, message_id=call.message_id)
+    encoder = encoder_for(call.format, now=now)
+    if call.run is not None:
+        from .formats.ag_ui import AGUIEncoder
+
+        if isinstance(encoder, AGUIEncoder):
+            encoder.bind_run(*call.run)
+    return encoder
+
+
+def _chat_key(principal: str | Hashable | None, chat_id: str) -> str:
+    """A chat as the store keeps it: bound to its principal, like a stream."""
+    owner = "" if principal is None else str(principal)
+    return f"{len(owner)}:{owner}:{chat_id}"
 
 
 async def _send_store_unavailable(send: Send, exc: StoreUnavailable) -> None:

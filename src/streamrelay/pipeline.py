@@ -78,7 +78,7 @@ from .errors import (
     UpstreamUnavailable,
 )
 from .events import Error
-from .formats import encoder_for
+from .formats import Encoder, encoder_for
 from .outcome import Ending, Outcome, StreamObserver
 from .resume import Recording
 from .sources import Source
@@ -136,6 +136,7 @@ async def run_stream(
     observer: StreamObserver | None = None,
     recording: Recording | None = None,
     after: float = 0,
+    encoder: Encoder | None = None,
 ) -> Outcome | None:
     """Relay one stream to ``send`` until it ends, fails or the client leaves.
 
@@ -153,7 +154,9 @@ async def run_stream(
     Raises :class:`StreamAborted` when the response must be cut rather than ended
     (see there), and re-raises what the source raised unexpectedly.
     """
-    stream = _Stream(send, format, settings, recording, after)
+    stream = _Stream(
+        send, encoder or encoder_for(format, now=time.time()), settings, recording, after
+    )
     crash: Exception | None = None
     declined = False
     try:
@@ -227,7 +230,7 @@ class _Stream:
     def __init__(
         self,
         send: Send,
-        format: str,
+        encoder: Encoder,
         settings: StreamSettings,
         recording: Recording | None = None,
         after: float = 0,
@@ -241,7 +244,7 @@ class _Stream:
         self.watch_scope: anyio.CancelScope | None = None
         self.writer_scope: anyio.CancelScope | None = None
         self.settings = settings
-        self.encoder = encoder = encoder_for(format, now=time.time())
+        self.encoder = encoder
         self.transcoder = Transcoder(encoder, max_event_bytes=settings.max_event_bytes)
         self.clock = Deadlines(
             heartbeat=settings.heartbeat if encoder.heartbeat() else None,
@@ -373,22 +376,7 @@ class _Stream:
     async def pump(self, source: Source) -> None:
         t = self.transcoder
         clock = self.clock
-        kind = source.kind
-        if kind == "sse":
-            feed: Callable[[Any], bytes] = t.feed_bytes
-        elif kind == "text":
-            feed = t.feed_text
-        elif kind == "records":
-            after = self.after
-
-            def feed(item: Any) -> bytes:
-                return t.feed_record(item, after)
-
-        else:
-
-            def feed(item: Any) -> bytes:
-                return t.feed_object(*item)
-
+        feed = t.feeder(source.kind, self.after)
         recording = self.recording
         try:
             async for item in source.items:

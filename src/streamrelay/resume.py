@@ -71,13 +71,21 @@ class Recording:
     """The producer's side of one resumable stream; see the module's theory.
 
     ``linger`` is how long the stream goes on with no reader connected (``None``:
-    it always finishes).
+    it always finishes); ``chat`` is the AI SDK chat it answers, if any.
     """
 
     def __init__(
-        self, store: Store, stream_id: str, principal: str | None, linger: float | None
+        self,
+        store: Store,
+        stream_id: str,
+        principal: str | None,
+        linger: float | None,
+        *,
+        chat: str | None = None,
     ) -> None:
         self.store = store
+        self.chat = chat
+        """The AI SDK chat the stream answers, if any (its resume route finds it)."""
         self.stream_id = stream_id
         self.principal = principal
         self.linger = linger
@@ -97,6 +105,8 @@ class Recording:
         try:
             await self.store.create(self.stream_id, principal=self.principal, lease=LEASE)
             await self.store.attach(self.stream_id)
+            if self.chat is not None:
+                await self.store.set_chat(self.chat, self.stream_id)
         except StoreUnavailable as exc:
             logger.warning("stream store unavailable, relaying without it: %s", exc)
             return False

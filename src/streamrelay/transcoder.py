@@ -13,7 +13,7 @@ b'Hi'
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _json
@@ -75,6 +75,26 @@ class Transcoder:
         if record.seq <= after:  # a record the reader saw part of
             events = events[int(after) - record.seq + 1 :]
         return self._encode(events, record.raw, record.name)
+
+    def feeder(self, kind: str, after: float = 0) -> Callable[[Any], bytes]:
+        """The feed method for the items of a source of ``kind``
+        (:data:`~streamrelay.sources.SourceKind`): SSE bytes, text pieces, stored
+        records (replayed after position ``after``), or ``(chunk, raw)`` pairs."""
+        if kind == "sse":
+            return self.feed_bytes
+        if kind == "text":
+            return self.feed_text
+        if kind == "records":
+
+            def feed_record(item: Any) -> bytes:
+                return self.feed_record(item, after)
+
+            return feed_record
+
+        def feed_chunk(item: Any) -> bytes:
+            return self.feed_object(*item)
+
+        return feed_chunk
 
     def feed_bytes(self, data: bytes) -> bytes:
         """Upstream OpenAI SSE bytes, split anywhere."""

@@ -51,7 +51,7 @@ EVERY_EVENT: list[Event] = [
 
 
 def test_formats_registry() -> None:
-    assert list(FORMATS) == ["text", "ndjson", "sse", "openai"]
+    assert list(FORMATS) == ["text", "ndjson", "sse", "openai", "ai-sdk", "ag-ui"]
     for name, cls in FORMATS.items():
         assert cls.name == name
 
@@ -63,6 +63,8 @@ def test_formats_registry() -> None:
         ("ndjson", "application/x-ndjson", False, False),
         ("sse", "text/event-stream", False, False),
         ("openai", "text/event-stream", False, True),
+        ("ai-sdk", "text/event-stream", False, False),
+        ("ag-ui", "text/event-stream", False, False),
     ],
 )
 def test_encoder_properties(name: str, media_type: str, aborts: bool, raw: bool) -> None:
@@ -84,8 +86,8 @@ def test_encoder_for_unknown_name() -> None:
     with pytest.raises(UnsupportedFormat) as info:
         encoder_for("xml", now=0.0)
     assert info.value.name == "xml"
-    assert info.value.supported == ("text", "ndjson", "sse", "openai")
-    assert "text, ndjson, sse, openai" in str(info.value)
+    assert info.value.supported == ("text", "ndjson", "sse", "openai", "ai-sdk", "ag-ui")
+    assert "text, ndjson, sse, openai, ai-sdk, ag-ui" in str(info.value)
     assert isinstance(info.value, ValueError)
 
 
@@ -106,6 +108,8 @@ def test_encoder_for_requires_the_clock() -> None:
         ("ndjson", ("application/x-ndjson", "application/jsonl"), (), True),
         ("sse", ("text/event-stream",), (), True),
         ("openai", ("application/json",), (), True),
+        ("ai-sdk", (), ((b"x-vercel-ai-ui-message-stream", b"v1"),), True),
+        ("ag-ui", (), (), True),
     ],
 )
 def test_format_self_description(
@@ -213,7 +217,7 @@ class LinesEncoder(Encoder):
 
 def test_a_registered_format_is_negotiable_and_constructed_with_the_clock(registry: None) -> None:
     assert register(LinesEncoder) is LinesEncoder
-    assert list(FORMATS) == ["text", "ndjson", "sse", "openai", "lines"]
+    assert list(FORMATS) == ["text", "ndjson", "sse", "openai", "ai-sdk", "ag-ui", "lines"]
     assert ACCEPT_TYPES["text/x-lines"] == ACCEPT_TYPES["application/x-lines"] == "lines"
     # by ?format=
     assert negotiate(format_param(b"format=lines"), "text/event-stream", "sse") == "lines"
@@ -231,7 +235,7 @@ def test_a_registered_format_is_negotiable_and_constructed_with_the_clock(regist
     assert encoder.preamble() == encoder.heartbeat() == b""
     with pytest.raises(UnsupportedFormat) as info:
         negotiate("xml", None, "sse")
-    assert info.value.supported == ("text", "ndjson", "sse", "openai", "lines")
+    assert info.value.supported == ("text", "ndjson", "sse", "openai", "ai-sdk", "ag-ui", "lines")
 
 
 def test_register_works_as_a_decorator(registry: None) -> None:
@@ -321,6 +325,8 @@ def test_base_encoder() -> None:
         ("ndjson", b"", b'{"type":"ping"}\n'),
         ("sse", b": stream open\n", b": ping\n"),
         ("openai", b": stream open\n", b": ping\n"),
+        ("ai-sdk", b": stream open\n", b": ping\n"),
+        ("ag-ui", b": stream open\n", b": ping\n"),
     ],
 )
 def test_preamble_and_heartbeat(name: str, preamble: bytes, heartbeat: bytes) -> None:
@@ -328,7 +334,7 @@ def test_preamble_and_heartbeat(name: str, preamble: bytes, heartbeat: bytes) ->
     assert encoder.preamble() == preamble
     assert encoder.heartbeat() == heartbeat
     # SSE clients see both as comments: no event.
-    if name in ("sse", "openai"):
+    if encoder.media_type == "text/event-stream":
         decoder = SSEDecoder()
         assert decoder.feed(preamble + heartbeat * 3) == []
 

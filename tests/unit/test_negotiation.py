@@ -23,12 +23,12 @@ def test_query_format_is_case_and_space_insensitive(raw: str) -> None:
     assert negotiate(raw, None, "sse") == "ndjson"
 
 
-@pytest.mark.parametrize("raw", ["xml", "", "json", "event-stream", "sse2", "ai-sdk"])
+@pytest.mark.parametrize("raw", ["xml", "", "json", "event-stream", "sse2", "ai_sdk", "agui"])
 def test_unknown_query_format_is_rejected_with_the_supported_names(raw: str) -> None:
     with pytest.raises(UnsupportedFormat) as info:
         negotiate(raw, "text/event-stream", "sse")
     assert info.value.name == raw
-    assert info.value.supported == ("text", "ndjson", "sse", "openai")
+    assert info.value.supported == ("text", "ndjson", "sse", "openai", "ai-sdk", "ag-ui")
     for name in FORMATS:
         assert name in str(info.value)
 
@@ -253,4 +253,4 @@ def test_asked_format_refuses_an_unknown_name() -> None:
 def test_any_accept_header_gives_a_format_or_an_openai_client(accept: str) -> None:
     result = asked_format(None, accept)
     assert result is None or result in FORMATS
-    assert result not in ("sse", "openai")  # only ?format= asks for those
+    assert result not in ("sse", "openai", "ai-sdk", "ag-ui")  # only ?format= asks for those

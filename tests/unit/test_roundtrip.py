@@ -223,6 +223,20 @@ def client_text(fmt: str, body: bytes) -> str:
             for m in messages
             if m.event == "delta" and json.loads(m.data)["index"] == 0
         )
+    if fmt == "ai-sdk":
+        # useChat's reader: UI message chunks, the text is in the text-delta parts.
+        assert messages[-1].data == "[DONE]"
+        assert sum(m.data == "[DONE]" for m in messages) == 1
+        parts = [json.loads(m.data) for m in messages[:-1]]
+        assert parts[-1]["type"] == "finish"
+        return "".join(p["delta"] for p in parts if p["type"] == "text-delta")
+    if fmt == "ag-ui":
+        # HttpAgent's reader: one run, the text is in the TEXT_MESSAGE_CONTENT deltas.
+        events = [json.loads(m.data) for m in messages]
+        assert events[0]["type"] == "RUN_STARTED" and events[-1]["type"] == "RUN_FINISHED"
+        assert sum(e["type"] == "RUN_FINISHED" for e in events) == 1
+        return "".join(e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT")
+    assert fmt == "openai", f"no client for format {fmt!r}"
     assert messages[-1].data == "[DONE]"
     assert sum(m.data == "[DONE]" for m in messages) == 1
     out = []

@@ -76,7 +76,55 @@ WIRE_SSE = (
 
 WIRE_OPENAI = b": stream open\n" + UPSTREAM  # the upstream's own chunks, verbatim
 
-WIRE = {"text": WIRE_TEXT, "ndjson": WIRE_NDJSON, "sse": WIRE_SSE, "openai": WIRE_OPENAI}
+WIRE_AI_SDK = (
+    b": stream open\n"
+    b'data: {"type":"start","messageId":"chatcmpl-42"}\n'
+    b"\n"
+    b'data: {"type":"start-step"}\n'
+    b"\n"
+    b'data: {"type":"text-start","id":"text-1"}\n'
+    b"\n"
+    b'data: {"type":"text-delta","id":"text-1","delta":"Hello"}\n'
+    b"\n"
+    b'data: {"type":"text-delta","id":"text-1","delta":" world\\n"}\n'
+    b"\n"
+    b'data: {"type":"text-end","id":"text-1"}\n'
+    b"\n"
+    b'data: {"type":"finish-step"}\n'
+    b"\n"
+    b'data: {"type":"finish","messageMetadata":{"model":"gpt-4o-mini","finishReason":"stop",'
+    b'"usage":{"inputTokens":9,"outputTokens":3,"totalTokens":12}}}\n'
+    b"\n"
+    b"data: [DONE]\n"
+    b"\n"
+)
+
+WIRE_AG_UI = (
+    b": stream open\n"
+    b'data: {"type":"RUN_STARTED","threadId":"chatcmpl-42","runId":"chatcmpl-42",'
+    b'"protocolVersion":"1.0"}\n'
+    b"\n"
+    b'data: {"type":"TEXT_MESSAGE_START","messageId":"chatcmpl-42-1","role":"assistant"}\n'
+    b"\n"
+    b'data: {"type":"TEXT_MESSAGE_CONTENT","messageId":"chatcmpl-42-1","delta":"Hello"}\n'
+    b"\n"
+    b'data: {"type":"TEXT_MESSAGE_CONTENT","messageId":"chatcmpl-42-1","delta":" world\\n"}\n'
+    b"\n"
+    b'data: {"type":"TEXT_MESSAGE_END","messageId":"chatcmpl-42-1"}\n'
+    b"\n"
+    b'data: {"type":"RUN_FINISHED","threadId":"chatcmpl-42","runId":"chatcmpl-42",'
+    b'"usage":[{"model":"gpt-4o-mini","inputTokens":9,"outputTokens":3,"totalTokens":12}]}\n'
+    b"\n"
+)
+
+WIRE = {
+    "text": WIRE_TEXT,
+    "ndjson": WIRE_NDJSON,
+    "sse": WIRE_SSE,
+    "openai": WIRE_OPENAI,
+    "ai-sdk": WIRE_AI_SDK,
+    "ag-ui": WIRE_AG_UI,
+}
 
 
 def run(fmt: str | Encoder, pieces: list[bytes], *, end: bool = True, **kwargs: Any) -> bytes:
@@ -137,6 +185,24 @@ def test_wire_examples_are_valid_for_their_clients() -> None:
         for m in messages[:-1]
         for c in json.loads(m.data)["choices"]
     )
+    assert text.encode() == WIRE_TEXT
+    # ai-sdk: UI message chunks, the text-delta parts give the text, then [DONE].
+    messages = SSEDecoder().feed(WIRE_AI_SDK)
+    assert messages[-1].data == "[DONE]"
+    parts = [json.loads(m.data) for m in messages[:-1]]
+    assert [p["type"] for p in parts] == [
+        "start", "start-step", "text-start", "text-delta", "text-delta", "text-end",
+        "finish-step", "finish",
+    ]  # fmt: skip
+    text = "".join(p["delta"] for p in parts if p["type"] == "text-delta")
+    assert text.encode() == WIRE_TEXT
+    # ag-ui: one run, its text message's content deltas give the text.
+    events = [json.loads(m.data) for m in SSEDecoder().feed(WIRE_AG_UI)]
+    assert [e["type"] for e in events] == [
+        "RUN_STARTED", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END", "RUN_FINISHED",
+    ]  # fmt: skip
+    text = "".join(e["delta"] for e in events if e["type"] == "TEXT_MESSAGE_CONTENT")
     assert text.encode() == WIRE_TEXT
 
 
@@ -221,7 +287,7 @@ def test_azure_filter_chunk_passes_through_unchanged_in_openai_format() -> None:
     )
 
 
-@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse"])
+@pytest.mark.parametrize("fmt", ["text", "ndjson", "sse", "ai-sdk", "ag-ui"])
 def test_azure_filter_chunk_produces_nothing_in_other_formats(fmt: str) -> None:
     t = Transcoder(encoder_for(fmt, now=0.0))
     assert t.feed_bytes(b"data: " + AZURE_FILTER.encode() + b"\n\n") == b""
@@ -296,6 +362,16 @@ def test_nothing_after_an_error(fmt: str) -> None:
             "openai",
             b'data: {"error":{"message":"idle","type":"server_error","code":"upstream_timeout"}}\n\n',
         ),
+        (
+            "ai-sdk",
+            b'data: {"type":"error","errorText":"idle (upstream_timeout)"}\n\ndata: [DONE]\n\n',
+        ),
+        (
+            "ag-ui",
+            b'data: {"type":"RUN_STARTED","threadId":"run-0","runId":"run-0",'
+            b'"protocolVersion":"1.0"}\n\n'
+            b'data: {"type":"RUN_ERROR","message":"idle","code":"upstream_timeout"}\n\n',
+        ),
     ],
 )
 def test_fail(fmt: str, expected: bytes) -> None:
@@ -319,6 +395,8 @@ def test_fail_mid_stream_keeps_what_was_sent() -> None:
         ("ndjson", b'{"type":"ping"}\n'),
         ("sse", b": ping\n"),
         ("openai", b": ping\n"),
+        ("ai-sdk", b": ping\n"),
+        ("ag-ui", b": ping\n"),
     ],
 )
 def test_heartbeat(fmt: str, expected: bytes) -> None:
@@ -451,8 +529,21 @@ def test_broken_upstream_becomes_an_error_event(upstream: bytes, code: str, fmt:
         assert json.loads(SSEDecoder().feed(out)[0].data)["error"]["code"] == code
     elif fmt == "ndjson":
         assert json.loads(out)["code"] == code
-    else:
+    elif fmt == "sse":
         assert json.loads(SSEDecoder().feed(out)[0].data)["code"] == code
+    elif fmt == "ai-sdk":
+        # The code is in brackets at the end of the error part's errorText; [DONE] follows.
+        messages = SSEDecoder().feed(out)
+        assert [m.data for m in messages].count("[DONE]") == 1 and messages[-1].data == "[DONE]"
+        part = json.loads(messages[-2].data)
+        assert part["type"] == "error" and part["errorText"].endswith(f" ({code})")
+    elif fmt == "ag-ui":
+        # The run opens and ends with RUN_ERROR, which carries the code.
+        events = [json.loads(m.data) for m in SSEDecoder().feed(out)]
+        assert [e["type"] for e in events] == ["RUN_STARTED", "RUN_ERROR"]
+        assert events[-1]["code"] == code
+    else:
+        pytest.fail(f"no check of where format {fmt!r} puts the error code")
     _assert_inert(t)
 
 

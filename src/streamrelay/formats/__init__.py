@@ -7,10 +7,12 @@ name        content type                   selected by ``Accept``
 ``ndjson``  ``application/x-ndjson``       ``application/x-ndjson``, ``application/jsonl``
 ``sse``     ``text/event-stream``          ``text/event-stream``
 ``openai``  ``text/event-stream``          ``application/json``
+``ai-sdk``  ``text/event-stream``          none (``?format=ai-sdk``, the ``/chat`` route)
+``ag-ui``   ``text/event-stream``          none (``?format=ag-ui``, the ``/ag-ui`` route)
 ==========  =============================  ===============================================
 
 Each format lives in its own module (:mod:`.text`, :mod:`.ndjson`, :mod:`.sse`,
-:mod:`.openai`, whose docstring describes its body) as one :class:`Encoder`
+:mod:`.openai`, :mod:`.ai_sdk`, whose docstring describes its body) as one :class:`Encoder`
 subclass that describes itself in class attributes. This module is the registry: :data:`FORMATS` (name to class, in
 registration order), :data:`ACCEPT_TYPES` (``Accept`` media type to name, derived
 from the classes) and :func:`encoder_for`, which makes one stream's encoder. The
@@ -71,6 +73,8 @@ from __future__ import annotations
 import re
 
 from ..errors import ConfigurationError, UnsupportedFormat
+from .ag_ui import AGUIEncoder
+from .ai_sdk import AISDKEncoder
 from .base import Encoder, Headers
 from .ndjson import NDJSONEncoder
 from .openai import OpenAIEncoder
@@ -80,6 +84,8 @@ from .text import TextEncoder
 __all__ = [
     "ACCEPT_TYPES",
     "FORMATS",
+    "AGUIEncoder",
+    "AISDKEncoder",
     "Encoder",
     "Headers",
     "NDJSONEncoder",
@@ -200,6 +206,7 @@ def encoder_for(name: str, *, now: float) -> Encoder:
     return cls(now=now)
 
 
-for _builtin in (TextEncoder, NDJSONEncoder, SSEEncoder, OpenAIEncoder):
+for _builtin in (TextEncoder, NDJSONEncoder, SSEEncoder, OpenAIEncoder, AISDKEncoder):
     register(_builtin)
 del _builtin
+register(AGUIEncoder)

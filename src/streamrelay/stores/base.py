@@ -16,7 +16,8 @@ worker that answers a resume or a stop need not be the one that produces:
   ran out lost its producer (the worker died);
 * a **stop** request, which the producer polls;
 * how many **readers** are attached, which the producer's linger window watches;
-* per-principal **slots**, for ``max_streams_per_principal`` across workers.
+* per-principal **slots**, for ``max_streams_per_principal`` across workers;
+* each **chat**'s latest stream, for the AI SDK's resume route.
 
 The methods are coroutines; a backend that fails raises
 :class:`~streamrelay.errors.StoreUnavailable`, and the engine then degrades the
@@ -271,6 +272,15 @@ class Store(ABC):
     @abstractmethod
     async def release(self, principal: str) -> None:
         """Give back a slot :meth:`acquire` took."""
+
+    @abstractmethod
+    async def set_chat(self, chat: str, stream_id: str) -> None:
+        """Remember ``stream_id`` as chat ``chat``'s latest stream (the AI SDK's
+        ``GET /chat/{chatId}/stream`` resumes it); kept as long as an ended stream."""
+
+    @abstractmethod
+    async def chat_stream(self, chat: str) -> str | None:
+        """Chat ``chat``'s latest stream id, if one was set and has not expired."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional for backends without resources
         """Release the store's connections (the relay calls it when it closes)."""

@@ -96,6 +96,8 @@ class MemoryStore(Store):
         self._streams: dict[str, _Entry] = {}
         self._expiries: list[tuple[float, str]] = []  # (when, id), a heap
         self._slots: Counter[str] = Counter()
+        self._chats: dict[str, str] = {}  # chat -> its latest stream id
+        self._chat_of: dict[str, str] = {}  # stream id -> its chat
 
     def __repr__(self) -> str:
         return f"MemoryStore(ttl={self.ttl!r}, streams={len(self._streams)})"
@@ -198,6 +200,15 @@ class MemoryStore(Store):
         if self._slots[principal] <= 0:
             del self._slots[principal]
 
+    async def set_chat(self, chat: str, stream_id: str) -> None:
+        self._sweep()
+        self._chats[chat] = stream_id
+        self._chat_of[stream_id] = chat
+
+    async def chat_stream(self, chat: str) -> str | None:
+        self._sweep()
+        return self._chats.get(chat)
+
     def _sweep(self) -> None:
         """Forget the streams whose time is over (cheap: a heap of expiries)."""
         now = self._clock()
@@ -210,9 +221,13 @@ class MemoryStore(Store):
             if entry.ended:
                 # The expiry pushed by end() is the one that counts; the one pushed
                 # by create() may come first and is then ignored.
-                if entry.ended_at + self.ttl <= now:
-                    del self._streams[stream_id]
-            elif now >= entry.lease_until + self.ttl:
-                del self._streams[stream_id]  # its producer vanished long ago
-            else:  # still alive: look again when its current lease could have run out
+                if entry.ended_at + self.ttl > now:
+                    continue
+            elif now < entry.lease_until + self.ttl:
+                # Still alive: look again when its current lease could have run out.
                 heapq.heappush(expiries, (entry.lease_until + self.ttl, stream_id))
+                continue
+            del self._streams[stream_id]  # ended long enough ago, or its producer vanished
+            chat = self._chat_of.pop(stream_id, None)
+            if chat is not None and self._chats.get(chat) == stream_id:
+                del self._chats[chat]

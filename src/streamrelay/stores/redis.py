@@ -587,6 +587,23 @@ class RedisStore(Store):
         with self._unavailable("release"):
             await self._client.zrem(self.slots_key(principal), token)
 
+    def chat_key(self, chat: str) -> str:
+        """The key of chat ``chat``'s latest stream id (its own hash tag)."""
+        return f"{self.prefix}:chat:{{{_tag(chat)}}}"
+
+    async def set_chat(self, chat: str, stream_id: str) -> None:
+        # Kept as long as its stream could be: the stream's own keys expire by then.
+        seconds = math.ceil(self.ttl + self.liveness + 60)
+        with self._unavailable("set_chat"):
+            await self._client.set(self.chat_key(chat), stream_id, ex=seconds)
+
+    async def chat_stream(self, chat: str) -> str | None:
+        with self._unavailable("chat_stream"):
+            value = await self._client.get(self.chat_key(chat))
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
     async def aclose(self) -> None:
         """Stop refreshing, give back what this instance still holds (best effort), and
         close the client if the store made it."""
