@@ -6,6 +6,7 @@ answered in ``ag-ui``)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from client_oracle import JS, node, node_env, node_modules
 from streamrelay import StreamRelay, Upstream
 from streamrelay.stores import MemoryStore
 from streamrelay.testing import ServerThread, Simulator
@@ -119,6 +121,10 @@ def test_the_body_model_is_used_and_the_allow_list_applies(
 def test_a_chat_can_ask_for_another_format(
     sim: Simulator, client: httpx.Client, relay: str
 ) -> None:
+    events = client.post(
+        relay + "/ai/chat", json=ui_body(), headers={"accept": "text/event-stream"}
+    )
+    assert events.headers["x-vercel-ai-ui-message-stream"] == "v1"  # not our sse
     response = client.post(relay + "/ai/chat?format=ndjson", json=ui_body())
     assert response.headers["content-type"] == "application/x-ndjson"
     assert json.loads(response.text.splitlines()[-1]) == {"type": "done"}
@@ -228,3 +234,25 @@ def test_an_ag_ui_run_takes_its_model_and_tools(
     ]
     bad = client.post(relay + "/ai/ag-ui", json={"threadId": 3})
     assert bad.status_code == 400
+
+
+@pytest.mark.real
+def test_ag_ui_http_agent_runs_against_the_mount(sim: Simulator, relay: str) -> None:
+    """``@ag-ui/client``'s own ``HttpAgent`` (in Node) reads a run of the live route."""
+    node_modules("@ag-ui/client")
+    done = subprocess.run(
+        [node(), str(JS / "clients" / "ag-ui-live.mjs"), relay + "/ai/ag-ui"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=node_env(),
+        cwd=JS,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["warnings"] == []
+    assert (out["threadId"], out["runId"]) == ("thread-live", "run-live")
+    assert out["types"][0] == "RUN_STARTED" and out["types"][-1] == "RUN_FINISHED"
+    (answer,) = [m for m in out["messages"] if m["role"] == "assistant"]
+    assert answer["content"] == sim.expected_text(sim.requests[-1].json())

@@ -315,9 +315,10 @@ class StreamRelay:
         request = Request(scope)
         context: dict[str, Any] = {}
         try:
-            # A front end's route streams in its own format unless asked otherwise; an
-            # OpenAI route gives an OpenAI client what OpenAI would (negotiation.py).
-            fmt = _http.negotiate_format(scope, route.ui) if route.ui else _asked(scope)
+            # A front end's route streams in its own format unless asked for one of ours
+            # (its clients send Accept: text/event-stream or */*); an OpenAI route gives
+            # an OpenAI client what OpenAI would (negotiation.py).
+            fmt = (_asked(scope) or route.ui) if route.ui else _asked(scope)
             body = await self._read_request(request, receive, route, context)
         except RequestRejected as exc:
             await _http.send_rejection(send, exc)
@@ -468,7 +469,7 @@ class StreamRelay:
             await _http.send_no_content(send)  # no active stream: the SDK shows what it has
             return
         try:
-            fmt = _http.negotiate_format(scope, "ai-sdk")
+            fmt = _asked(scope) or "ai-sdk"
         except RequestRejected as exc:
             await _http.send_rejection(send, exc)
             return
