@@ -16,6 +16,7 @@ Used by ``test_clients_python.py``, ``test_clients_node.py`` and
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -129,3 +130,24 @@ def node_env() -> dict[str, str]:
     env.pop("OPENAI_BASE_URL", None)
     env["NO_PROXY"] = "*"
     return env
+
+
+def run_client(script: str, *args: str, timeout: float = 60.0) -> Any:
+    """Run ``js/clients/<script>`` with ``args`` under node and return the JSON of its
+    last line of output; a test failure (with its stderr) if it fails or says nothing."""
+    try:
+        process = subprocess.run(
+            [node(), str(JS / "clients" / script), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=node_env(),
+            cwd=JS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{script} ran over {timeout} s: {exc.stderr!r}")
+    lines = process.stdout.strip().splitlines()
+    if process.returncode != 0 or not lines:
+        pytest.fail(f"{script} exited {process.returncode}: {process.stderr[-3000:]}")
+    return json.loads(lines[-1])

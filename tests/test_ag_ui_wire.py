@@ -21,7 +21,6 @@ are ``@pytest.mark.real``; see conftest.py).
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from ag_ui.core import Event as AGUIEvent
 from ag_ui.core import RunAgentInput
 from pydantic import TypeAdapter
 
-from client_oracle import JS, node, node_env, node_modules
+from client_oracle import JS, node_modules, run_client
 from streamrelay.agui import chat_body
 from streamrelay.formats import AGUIEncoder
 from streamrelay.testing import Simulator
@@ -141,29 +140,17 @@ _RUN: dict[str, Run] = {}
 @pytest.fixture
 def agent_run(streamrelay_simulator: str) -> Run:
     """One run of ``js/clients/ag-ui.mjs`` against an agent server (shared by the tests)."""
-    executable = node()
     node_modules("@ag-ui/client")
     if "run" not in _RUN:
         server = AgentServer(streamrelay_simulator)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
-            process = subprocess.run(
-                [executable, str(SCRIPT), server.url],
-                capture_output=True,
-                text=True,
-                timeout=SCRIPT_TIMEOUT,
-                env=node_env(),
-                cwd=JS,
-                check=False,
-            )
+            output = run_client(SCRIPT.name, server.url, timeout=SCRIPT_TIMEOUT)
         finally:
             server.shutdown()
             server.server_close()
-        lines = process.stdout.strip().splitlines()
-        if process.returncode != 0 or not lines:
-            pytest.fail(f"ag-ui.mjs exited {process.returncode}: {process.stderr[-3000:]}")
-        results = json.loads(lines[-1])["results"]
+        results = output["results"]
         _RUN["run"] = Run({r["name"]: r for r in results}, list(server.served))
     return _RUN["run"]
 

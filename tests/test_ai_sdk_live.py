@@ -8,13 +8,12 @@ Run for ai 5.0.0 (the strictest schemas) and the project's ai 6 pin.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from client_oracle import JS, node, node_env, node_modules
+from client_oracle import node_modules, run_client
 from streamrelay import StreamRelay, Upstream
 from streamrelay.stores import MemoryStore
 from streamrelay.testing import ServerThread, Simulator
@@ -45,17 +44,7 @@ def mount(upstream: str) -> Iterator[str]:
 
 def run(pkg: str, mount: str, chat: str, mode: str, sim: dict[str, Any]) -> dict[str, Any]:
     node_modules(pkg)
-    script = JS / "clients" / "ai-sdk-live.mjs"
-    done = subprocess.run(
-        [node(), str(script), pkg, mount, chat, mode, json.dumps(sim)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=node_env(),
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result: dict[str, Any] = json.loads(done.stdout)
+    result: dict[str, Any] = run_client("ai-sdk-live.mjs", pkg, mount, chat, mode, json.dumps(sim))
     return result
 
 

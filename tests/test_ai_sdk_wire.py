@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client_oracle import JS, NODE_MODULES, node, node_env, node_modules
+from client_oracle import JS, NODE_MODULES, node_modules, run_client
 from streamrelay.events import Error
 from streamrelay.formats import AISDKEncoder
 from streamrelay.testing import Simulator
@@ -189,28 +188,12 @@ def stream_for(name: str, upstream: str, directory: Path) -> Stream:
 _RUNS: dict[tuple[str, tuple[Path, ...]], dict[str, Any]] = {}
 
 
-def run_client(package: str, *files: Path) -> dict[str, Any]:
+def run_ui(package: str, *files: Path) -> dict[str, Any]:
     """``node js/clients/ai-sdk-ui.mjs <package> <files>``: what that ``ai`` made of them."""
-    executable = node()
     node_modules(package)
     key = (package, files)
     if key not in _RUNS:
-        try:
-            process = subprocess.run(
-                [executable, str(SCRIPT), package, *map(str, files)],
-                capture_output=True,
-                text=True,
-                timeout=SCRIPT_TIMEOUT,
-                env=node_env(),
-                cwd=JS,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"ai-sdk-ui.mjs ran over {SCRIPT_TIMEOUT} s: {exc.stderr!r}")
-        lines = process.stdout.strip().splitlines()
-        if process.returncode != 0 or not lines:
-            pytest.fail(f"ai-sdk-ui.mjs exited {process.returncode}: {process.stderr[-3000:]}")
-        _RUNS[key] = json.loads(lines[-1])
+        _RUNS[key] = run_client(SCRIPT.name, package, *map(str, files), timeout=SCRIPT_TIMEOUT)
     return _RUNS[key]
 
 
@@ -233,7 +216,7 @@ def client_for(
 ) -> tuple[dict[str, Any], Stream, Simulator]:
     upstream, sim, directory = streams
     stream = stream_for(name, upstream, directory)
-    return run_client(package, stream.file), stream, sim
+    return run_ui(package, stream.file), stream, sim
 
 
 # --- what every stream must give --------------------------------------------------------------
@@ -339,7 +322,7 @@ def test_a_strict_version_really_rejects_an_extra_key(tmp_path: Path) -> None:
         b'data: {"type":"start"}\n\ndata: {"type":"finish","finishReason":"stop"}\n\n'
         b"data: [DONE]\n\n"
     )
-    result = run_client("ai-5.0.0", bad)
+    result = run_ui("ai-5.0.0", bad)
     assert "finishReason" in (result["read"]["streamError"] or "")
     assert result["chat"]["status"] == "error"
 
@@ -465,7 +448,7 @@ def test_tool_call_then_the_follow_up_with_the_outputs(
         directory / f"tools-answer-{package}.txt",
         message_id=continued_message_id(follow_up["body"]),
     )
-    final = run_client(package, stream.file, second.file)["chat"]
+    final = run_ui(package, stream.file, second.file)["chat"]
     assert final["status"] == "ready", final["error"]
     assert len(final["requests"]) == 2
     user, assistant = final["messages"]  # one assistant message: the answer continued it

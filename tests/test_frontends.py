@@ -6,7 +6,6 @@ answered in ``ag-ui``)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from client_oracle import JS, node, node_env, node_modules
+from client_oracle import node_modules, run_client
 from streamrelay import StreamRelay, Upstream
 from streamrelay.stores import MemoryStore
 from streamrelay.testing import ServerThread, Simulator
@@ -240,17 +239,7 @@ def test_an_ag_ui_run_takes_its_model_and_tools(
 def test_ag_ui_http_agent_runs_against_the_mount(sim: Simulator, relay: str) -> None:
     """``@ag-ui/client``'s own ``HttpAgent`` (in Node) reads a run of the live route."""
     node_modules("@ag-ui/client")
-    done = subprocess.run(
-        [node(), str(JS / "clients" / "ag-ui-live.mjs"), relay + "/ai/ag-ui"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=node_env(),
-        cwd=JS,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = run_client("ag-ui-live.mjs", relay + "/ai/ag-ui")
     assert out["warnings"] == []
     assert (out["threadId"], out["runId"]) == ("thread-live", "run-live")
     assert out["types"][0] == "RUN_STARTED" and out["types"][-1] == "RUN_FINISHED"
