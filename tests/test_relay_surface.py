@@ -98,9 +98,31 @@ def test_a_whole_answer_is_observed_as_an_answer_not_a_stream(
     (outcome,) = OUTCOMES
     usage = sim.completion(body)["usage"]
     assert outcome.ok and not outcome.streaming and outcome.format == "json"
+    assert outcome.route == "chat.completions" and outcome.principal == "127.0.0.1"
     assert outcome.usage is not None
     assert outcome.usage.completion_tokens == usage["completion_tokens"]
     assert outcome.model == "sim-1"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "route"),
+    [
+        ("/chat/completions", chat_body(tokens=2), "chat.completions"),
+        ("/responses", responses_body(tokens=2), "responses"),
+        ("/completions", completions_body(tokens=2), "completions"),
+    ],
+)
+def test_each_stream_outcome_names_its_route_and_principal(
+    client: httpx.Client, relay: str, path: str, body: dict[str, Any], route: str
+) -> None:
+    OUTCOMES.clear()
+    fetch(client, relay + "/ai" + path, body, fmt="ndjson")
+    deadline = time.monotonic() + 5
+    while not OUTCOMES and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (outcome,) = OUTCOMES
+    assert outcome.streaming and outcome.route == route
+    assert outcome.principal == "127.0.0.1" and outcome.stream_id is None
 
 
 def test_an_upstream_error_keeps_its_status_body_and_retry_headers(

@@ -70,15 +70,19 @@ async def relay_answer(
     settings: StreamSettings,
     headers: Sequence[tuple[bytes, bytes]] = (),
     observer: StreamObserver | None = None,
+    route: str = "",
+    principal: str | None = None,
 ) -> Outcome:
     """Call the upstream for a whole answer and send it; see the module's theory.
 
-    ``call`` may raise :class:`~streamrelay.errors.UpstreamUnavailable` or
+    ``route`` and ``principal`` label the outcome. ``call`` may raise
+    :class:`~streamrelay.errors.UpstreamUnavailable` or
     :class:`~streamrelay.errors.RequestRejected`; both become HTTP answers.
     Returns the :class:`~streamrelay.outcome.Outcome` (``format="json"``,
     ``streaming=False``), which ``observer`` gets too.
     """
     exchange = _Exchange(send, settings, headers)
+    exchange.route, exchange.principal = route, principal
     try:
         await exchange.run(call, wait_disconnect)
     finally:
@@ -111,6 +115,8 @@ class _Exchange:
         self.ttfb: float | None = None
         self.model: str | None = None
         self.usage: Usage | None = None
+        self.route = ""
+        self.principal: str | None = None
 
     async def run(
         self, call: Callable[[], Awaitable[Answer]], wait_disconnect: Callable[[], Awaitable[Any]]
@@ -235,6 +241,8 @@ class _Exchange:
             ttfb=self.ttfb,
             duration=monotonic() - self.started_at,
             streaming=False,
+            route=self.route,
+            principal=self.principal,
         )
 
 

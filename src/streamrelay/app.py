@@ -332,9 +332,7 @@ class StreamRelay:
         # Built once per request and held for the stream's life: the stdlib's
         # exact-size bytes, not orjson's (which keeps a 4 KiB buffer per result).
         payload = json.dumps(body, separators=(",", ":")).encode()
-        principal = None
-        if limits.max_streams_per_principal is not None or self.store is not None:
-            principal = self.principal(request, body)
+        principal = self.principal(request, body)  # for the limit, the store and the outcome
         slot = None
         if limits.max_streams_per_principal is not None and principal is not None:
             slot = await self._take_slot(principal, limits.max_streams_per_principal)
@@ -403,6 +401,8 @@ class StreamRelay:
                     settings=self.settings,
                     headers=((b"vary", b"accept"),),
                     observer=self.on_stream_end,
+                    route=call.route.name,
+                    principal=_principal_key(call.principal),
                 )
                 return
 
@@ -429,6 +429,8 @@ class StreamRelay:
                 observer=self.on_stream_end,
                 recording=recording,
                 encoder=encoder,
+                route=call.route.name,
+                principal=_principal_key(call.principal),
             )
         finally:
             if call.slot is not None:

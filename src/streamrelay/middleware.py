@@ -143,6 +143,7 @@ class _Reframe:
                 format=self.fmt,
                 settings=self.middleware.settings,
                 observer=self.middleware.on_stream_end,
+                route="middleware",
             )
             tg.cancel_scope.cancel()
 

@@ -81,6 +81,11 @@ class Outcome:
         duration: seconds from the engine's start to the end.
         streaming: ``False`` for a whole (non-streaming) answer, whose ``format`` is
             ``"json"``: it counts tokens and errors, but it is not a stream.
+        route: where it came in: ``chat.completions``, ``responses``, ``completions``,
+            ``chat``, ``ag-ui`` (the mount's routes), ``middleware`` or
+            ``relay_response``.
+        principal: whose it was (the ``principal`` hook's answer, as a string), if known.
+        stream_id: its ``X-Stream-Id`` when a store kept it (resumable).
     """
 
     ending: Ending
@@ -94,6 +99,9 @@ class Outcome:
     ttfb: float | None = None
     duration: float = 0.0
     streaming: bool = True
+    route: str = ""
+    principal: str | None = None
+    stream_id: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -137,6 +137,8 @@ async def run_stream(
     recording: Recording | None = None,
     after: float = 0,
     encoder: Encoder | None = None,
+    route: str = "",
+    principal: str | None = None,
 ) -> Outcome | None:
     """Relay one stream to ``send`` until it ends, fails or the client leaves.
 
@@ -157,6 +159,7 @@ async def run_stream(
     stream = _Stream(
         send, encoder or encoder_for(format, now=time.time()), settings, recording, after
     )
+    stream.route, stream.principal = route, principal
     crash: Exception | None = None
     declined = False
     try:
@@ -213,8 +216,10 @@ class _Stream:
         "halt",
         "monitor_stopped",
         "outer",
+        "principal",
         "pump_scope",
         "recording",
+        "route",
         "send",
         "settings",
         "started_at",
@@ -237,6 +242,8 @@ class _Stream:
     ) -> None:
         self.send = send
         self.recording = recording
+        self.route = ""
+        self.principal: str | None = None
         self.after = after  # a resumed stream's position
         self.detached = False  # the client left a stored stream, which goes on
         self.halt: Ending | None = None  # the watch stopped the pump (stopped, abandoned)
@@ -628,6 +635,13 @@ class _Stream:
             events_out=t.events_out,
             ttfb=self.ttfb,
             duration=monotonic() - self.started_at,
+            route=self.route,
+            principal=self.principal,
+            stream_id=(
+                self.recording.stream_id
+                if self.recording is not None and self.recording.opened
+                else None
+            ),
         )
 
     def abort_reason(self) -> str | None:

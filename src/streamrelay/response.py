@@ -65,6 +65,7 @@ class RelayResponse(Response):
             settings=self.settings,
             headers=self.raw_headers,
             observer=self.on_stream_end,
+            route="relay_response",
         )
 
 

@@ -92,6 +92,8 @@ class Recording:
         self.active = False
         """The store holds this stream (False before :meth:`open` and once degraded)."""
         self.client_gone = False
+        self.opened = False
+        """The store took the stream (its id went to the client), even if it failed later."""
         self.in_process = store.append_nowait(stream_id, ()) is not None
         self._pending: list[Record] = []  # for the writer (a store that does I/O)
         self._wake = anyio.Event()
@@ -110,7 +112,7 @@ class Recording:
         except StoreUnavailable as exc:
             logger.warning("stream store unavailable, relaying without it: %s", exc)
             return False
-        self.active = True
+        self.active = self.opened = True
         return True
 
     def save(self, records: list[Record]) -> None:

@@ -81,7 +81,7 @@ async def test_a_stored_stream_numbers_its_events_and_replays_them() -> None:
     store = MemoryStore()
     upstream = Upstream(chunk("Hel"), chunk("lo"), FINISH, USAGE, DONE)
     outcome, client, _ = await produce(store, upstream)
-    assert outcome.ending is Ending.DONE
+    assert outcome.ending is Ending.DONE and outcome.stream_id == "s1"
     assert (b"x-stream-id", b"s1") in client.start["headers"]
     live = lines(client.body)
     assert [e["seq"] for e in live] == list(range(1, 7))
@@ -222,6 +222,7 @@ class DownStore(MemoryStore):
 async def test_an_unreachable_store_at_the_start_relays_without_it() -> None:
     outcome, client, recording = await produce(DownStore(), Upstream(chunk("a"), FINISH, DONE))
     assert outcome.ending is Ending.DONE and not recording.active
+    assert outcome.stream_id is None
     assert not any(k == b"x-stream-id" for k, _ in client.start["headers"])
     assert all("seq" not in e for e in lines(client.body))
 
