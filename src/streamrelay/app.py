@@ -2,8 +2,10 @@
 
 ``POST /chat/completions``, ``POST /responses`` and ``POST /completions`` are
 relayed with the server's key, streaming or not; ``GET /models`` and
-``GET /models/{id}`` pass through. Which answer a request gets (the OpenAI wire,
-the upstream's JSON, or one of our formats) is decided once, in :meth:`StreamRelay._accept`.
+``GET /models/{id}`` pass through; ``POST /chat`` and ``POST /ag-ui`` serve the
+front ends; with a store, the stream routes resume and stop. Which answer a request
+gets (the OpenAI wire, the upstream's JSON, or one of our formats) is decided once, in
+:meth:`StreamRelay._accept`.
 """
 
 from __future__ import annotations
@@ -126,8 +128,11 @@ class StreamRelay:
     that asks for one of our formats (``?format=``, or an ``Accept`` of
     ``application/x-ndjson`` or ``text/plain``) is streamed in it; any other client
     is an OpenAI client and gets what OpenAI would give it: the OpenAI wire for
-    ``"stream": true``, else the upstream's JSON answer. It also serves the browser
-    client at ``<mount>/streamrelay.js``.
+    ``"stream": true``, else the upstream's JSON answer. For front ends it serves
+    ``POST /chat`` (the AI SDK's ``useChat``, answered in ``ai-sdk``) and ``POST
+    /ag-ui`` (AG-UI, answered in ``ag-ui``); with a ``store``, ``GET``/``DELETE
+    /streams/{id}`` and ``/chat/{chatId}/stream`` resume and stop. It also serves the
+    browser client at ``<mount>/streamrelay.js``.
 
     Args:
         upstream: the :class:`~streamrelay.upstream.Upstream` to call, or its URL
