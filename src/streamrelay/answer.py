@@ -46,6 +46,7 @@ from . import _http, _json
 from .config import StreamSettings
 from .errors import RequestRejected, UpstreamUnavailable
 from .events import Usage
+from .openai import usage_of
 from .outcome import Ending, Outcome, StreamObserver
 from .pipeline import log_outcome, observe
 
@@ -256,21 +257,4 @@ def _model_and_usage(body: bytes) -> tuple[str | None, Usage | None]:
         return None, None
     model = obj.get("model") if isinstance(obj.get("model"), str) else None
     usage = obj.get("usage")
-    if not isinstance(usage, dict):
-        return model, None
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    total = usage.get("total_tokens")
-    prompt_details = usage.get("prompt_tokens_details", usage.get("input_tokens_details"))
-    completion_details = usage.get("completion_tokens_details", usage.get("output_tokens_details"))
-    return model, Usage(
-        _int(prompt),
-        _int(completion),
-        _int(total),
-        prompt_details if isinstance(prompt_details, dict) else None,
-        completion_details if isinstance(completion_details, dict) else None,
-    )
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return model, usage_of(usage) if isinstance(usage, dict) else None

@@ -34,7 +34,7 @@ from .events import (
     Usage,
 )
 
-__all__ = ["ChunkDecoder"]
+__all__ = ["ChunkDecoder", "usage_of"]
 
 _INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 _REASONING_EVENTS = frozenset(
@@ -105,7 +105,7 @@ class ChunkDecoder:
             self.terminated = True
             usage = obj.get("usage")  # OpenRouter reports what the failed call cost
             if isinstance(usage, dict):
-                return [self._chat_usage(usage), error]
+                return [self._usage(usage), error]
             return [error]
         kind = obj.get("type")
         if isinstance(kind, str) and kind.startswith("response."):
@@ -164,31 +164,9 @@ class ChunkDecoder:
         self.model = start.model or None
         return start
 
-    def _usage(
-        self,
-        usage: Mapping[str, Any],
-        prompt: str,
-        completion: str,
-        prompt_details: str,
-        completion_details: str,
-    ) -> Usage:
-        self.usage = Usage(
-            _int(usage.get(prompt)),
-            _int(usage.get(completion)),
-            _int(usage.get("total_tokens")),
-            _dict(usage.get(prompt_details)),
-            _dict(usage.get(completion_details)),
-        )
+    def _usage(self, usage: Mapping[str, Any]) -> Usage:
+        self.usage = usage_of(usage)
         return self.usage
-
-    def _chat_usage(self, usage: Mapping[str, Any]) -> Usage:
-        return self._usage(
-            usage,
-            "prompt_tokens",
-            "completion_tokens",
-            "prompt_tokens_details",
-            "completion_tokens_details",
-        )
 
     # chat.completions -------------------------------------------------------
 
@@ -207,7 +185,7 @@ class ChunkDecoder:
             if not self._started:
                 self._started = True
                 events.insert(0, self._start(obj))
-            events.append(self._chat_usage(usage))
+            events.append(self._usage(usage))
         return events
 
     def _choice(self, choice: Mapping[str, Any], events: list[Event]) -> None:
@@ -326,15 +304,7 @@ class ChunkDecoder:
         events.append(Finish(0, reason))
         usage = response.get("usage")
         if isinstance(usage, dict):
-            events.append(
-                self._usage(
-                    usage,
-                    "input_tokens",
-                    "output_tokens",
-                    "input_tokens_details",
-                    "output_tokens_details",
-                )
-            )
+            events.append(self._usage(usage))
         events.append(Done())
         self.terminated = True
         return events
@@ -347,6 +317,44 @@ class ChunkDecoder:
         if isinstance(response, dict):
             return [self._start(response), *rest]
         return [Start("", ""), *rest]
+
+
+def usage_of(usage: Mapping[str, Any]) -> Usage:
+    """A ``usage`` object of any of the APIs as a :class:`Usage`: chat and legacy
+    completions name its counts ``prompt_tokens``/``completion_tokens``, the Responses
+    API ``input_tokens``/``output_tokens`` (and its details likewise).
+
+    >>> usage_of({"input_tokens": 3, "output_tokens": 1, "total_tokens": 4})
+    Usage(prompt_tokens=3, completion_tokens=1, total_tokens=4, prompt_tokens_details=None, completion_tokens_details=None)
+    """
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        names = _CHAT_USAGE
+    elif "input_tokens" in usage or "output_tokens" in usage:
+        names = _RESPONSES_USAGE
+    else:
+        names = _CHAT_USAGE
+    prompt, completion, prompt_details, completion_details = names
+    return Usage(
+        _int(usage.get(prompt)),
+        _int(usage.get(completion)),
+        _int(usage.get("total_tokens")),
+        _dict(usage.get(prompt_details)),
+        _dict(usage.get(completion_details)),
+    )
+
+
+_CHAT_USAGE = (
+    "prompt_tokens",
+    "completion_tokens",
+    "prompt_tokens_details",
+    "completion_tokens_details",
+)
+_RESPONSES_USAGE = (
+    "input_tokens",
+    "output_tokens",
+    "input_tokens_details",
+    "output_tokens_details",
+)
 
 
 def _error_of(obj: Mapping[str, Any]) -> Error | None:

@@ -136,14 +136,7 @@ class _ChatPlan(_Plan):
         role: dict[str, Any] = {"role": "assistant", "content": None if self.tool_calls else ""}
         for index in range(self.n):
             yield self.chunk(index, dict(role))
-        for step in range(self.steps):
-            if step == self.after and (yield from self.mid_stream_faults()):
-                return
-            if step:
-                yield _Pause(config.delay)
-            for index in range(self.n):
-                yield self.chunk(index, self.delta(self.pieces[index][step]))
-        if self.after >= self.steps and (yield from self.mid_stream_faults()):
+        if (yield from self.token_steps(lambda index, piece: self.chunk(index, self.delta(piece)))):
             return
         for index in range(self.n):
             yield self.chunk(index, {}, self.finish_reason)

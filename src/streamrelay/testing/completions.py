@@ -87,14 +87,11 @@ class _CompletionsPlan(_Plan):
             yield _Pause(config.first_delay)
         if "azure" in self.faults:
             yield self.azure_prompt_filter()
-        for step in range(self.steps):
-            if step == self.after and (yield from self.mid_stream_faults()):
-                return
-            if step:
-                yield _Pause(config.delay)
-            for index in range(self.n):
-                yield self.chunk(index, self.content_text(self.pieces[index][step]))
-        if self.after >= self.steps and (yield from self.mid_stream_faults()):
+        if (
+            yield from self.token_steps(
+                lambda index, piece: self.chunk(index, self.content_text(piece))
+            )
+        ):
             return
         for index in range(self.n):
             yield self.chunk(index, "", self.finish_reason)

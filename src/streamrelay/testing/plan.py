@@ -24,7 +24,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar, Literal, TypeAlias
@@ -229,6 +229,20 @@ class _Plan:
 
     def failed_event(self) -> _Named:  # pragma: no cover - only routes that honour "failed"
         raise NotImplementedError
+
+    def token_steps(
+        self, chunk: Callable[[int, _Piece], dict[str, Any]]
+    ) -> Generator[_Step, None, bool]:
+        """Each step's chunk (``chunk(index, piece)``) for every choice, paced, with the
+        mid-stream faults at ``after``; returns whether a fault ended the stream."""
+        for step in range(self.steps):
+            if step == self.after and (yield from self.mid_stream_faults()):
+                return True
+            if step:
+                yield _Pause(self.config.delay)
+            for index in range(self.n):
+                yield chunk(index, self.pieces[index][step])
+        return self.after >= self.steps and (yield from self.mid_stream_faults())
 
     def completion_object(
         self, kind: str, choices: list[dict[str, Any]], **rest: Any
