@@ -150,8 +150,10 @@ def test_rate_limit_raises_rate_limit_error(sim: Simulator, sdk: openai.OpenAI) 
     error = caught.value
     assert error.status_code == 429
     assert error.response.headers["retry-after"] == "1"
-    assert error.response.headers["x-request-id"] == sim.requests[-1].request_id
-    assert error.request_id == sim.requests[-1].request_id
+    # the relay's request id, which it sent upstream too; the upstream's own moved aside
+    assert error.response.headers["x-request-id"] == sim.requests[-1].headers["x-request-id"]
+    assert error.request_id == sim.requests[-1].headers["x-request-id"]
+    assert error.response.headers["x-upstream-request-id"] == sim.requests[-1].request_id
     assert "slow down" in error.message
     assert error.code == "rate_limit_exceeded"
 

@@ -332,7 +332,8 @@ def test_upstream_status_passthrough_keeps_headers(
     assert out.status == 429
     assert out.headers["retry-after"] == "3"
     assert out.headers["retry-after-ms"] == "2500"
-    assert out.headers["x-request-id"] == sim.requests[-1].request_id
+    assert out.headers["x-upstream-request-id"] == sim.requests[-1].request_id
+    assert out.headers["x-request-id"] == sim.requests[-1].headers["x-request-id"]
     assert out.headers["content-type"].startswith("application/json")
     error = httpx.Response(429, content=out.raw).json()["error"]
     assert error["message"] == "slow down"

@@ -238,7 +238,8 @@ def test_upstream_4xx_passes_through(
     assert response.json()["error"]["message"] == "easy"
     assert response.headers["retry-after"] == "1"
     assert response.headers["retry-after-ms"] == "1000"
-    assert response.headers["x-request-id"] == sim.requests[-1].request_id
+    assert response.headers["x-upstream-request-id"] == sim.requests[-1].request_id
+    assert len(response.headers.get_list("x-request-id")) == 1
 
 
 def test_unknown_format_gets_406(client: httpx.Client, host: str) -> None:

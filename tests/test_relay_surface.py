@@ -133,7 +133,8 @@ def test_an_upstream_error_keeps_its_status_body_and_retry_headers(
     assert response.status_code == 429
     assert response.headers["retry-after"] == "3"  # whole seconds, as OpenAI sends
     assert response.headers["retry-after-ms"] == "2500"
-    assert response.headers["x-request-id"] == sim.requests[-1].request_id
+    assert response.headers["x-upstream-request-id"] == sim.requests[-1].request_id
+    assert response.headers["x-request-id"] == sim.requests[-1].headers["x-request-id"]
     assert response.json()["error"]["code"] == "rate_limit_exceeded"
     assert len(sim.requests) == 1  # never retried
 

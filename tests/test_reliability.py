@@ -483,7 +483,7 @@ def test_a_key_quoted_by_the_upstream_is_redacted(
     assert response.status_code == 401
     assert leaks(response) == []
     assert "Incorrect API key provided: [redacted]" in response.json()["error"]["message"]
-    assert response.headers["x-request-id"] == "req-[redacted]"
+    assert response.headers["x-upstream-request-id"] == "req-[redacted]"
     for fmt in FORMATS:
         out = fetch(client, relay + path + "/chat/completions", chat_body(), fmt=fmt)
         check_wire(out)

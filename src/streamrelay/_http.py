@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import string
 from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.types import Receive, Scope, Send
@@ -17,12 +19,15 @@ __all__ = [
     "header",
     "negotiate_format",
     "read_body",
+    "request_id",
     "send_answer",
     "send_error",
     "send_method_not_allowed",
     "send_no_content",
     "send_passthrough",
     "send_rejection",
+    "upstream_request_id",
+    "with_request_id",
 ]
 
 
@@ -92,9 +97,48 @@ async def send_rejection(send: Send, exc: RequestRejected) -> None:
     )
 
 
-async def send_passthrough(send: Send, exc: UpstreamStatusError) -> None:
-    """The upstream's own error status, body and rate-limit headers, never wrapped in a 200."""
-    await send_answer(send, exc.status_code, exc.headers, exc.body)
+async def send_passthrough(
+    send: Send, exc: UpstreamStatusError, request_id: str | None = None
+) -> None:
+    """The upstream's own error status, body and rate-limit headers, never wrapped in a
+    200; with our ``request_id`` when there is one (see :func:`with_request_id`)."""
+    await send_answer(send, exc.status_code, with_request_id(exc.headers, request_id), exc.body)
+
+
+def request_id(scope: Scope) -> str:
+    """The request's id: the client's ``x-request-id`` when it is a sane token (at most
+    128 characters of ``A-Z a-z 0-9 . _ : / + = -``), else a new random one, so that a
+    hostile id can neither forge a log field nor grow without bound.
+
+    >>> request_id({"headers": [(b"x-request-id", b"req-42")]})
+    'req-42'
+    >>> len(request_id({"headers": [(b"x-request-id", b"two words")]}))
+    32
+    """
+    given = header(scope, b"x-request-id")
+    if given and len(given) <= 128 and _REQUEST_ID_CHARS.issuperset(given):
+        return given
+    return secrets.token_hex(16)
+
+
+_REQUEST_ID_CHARS = frozenset(string.ascii_letters + string.digits + "._:/+=-")
+
+
+def with_request_id(
+    headers: Iterable[tuple[str, str]], request_id: str | None
+) -> list[tuple[str, str]]:
+    """Upstream response headers to pass on, with ours as ``x-request-id``: the
+    upstream's own id (what its support asks for) moves to ``x-upstream-request-id``."""
+    if request_id is None:
+        return list(headers)
+    return [*upstream_request_id(headers), ("x-request-id", request_id)]
+
+
+def upstream_request_id(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` with an ``x-request-id`` renamed ``x-upstream-request-id``."""
+    return [
+        ("x-upstream-request-id", v) if k.lower() == "x-request-id" else (k, v) for k, v in headers
+    ]
 
 
 async def send_answer(

@@ -46,6 +46,7 @@ from . import _http, _json
 from .config import StreamSettings
 from .errors import RequestRejected, UpstreamUnavailable
 from .events import Usage
+from .observer import Observers, StreamStart
 from .openai import usage_of
 from .outcome import Ending, Outcome, StreamObserver
 from .pipeline import log_outcome, observe
@@ -71,24 +72,30 @@ async def relay_answer(
     settings: StreamSettings,
     headers: Sequence[tuple[bytes, bytes]] = (),
     observer: StreamObserver | None = None,
-    route: str = "",
-    principal: str | None = None,
+    start: StreamStart | None = None,
+    observers: Observers | None = None,
 ) -> Outcome:
     """Call the upstream for a whole answer and send it; see the module's theory.
 
-    ``route`` and ``principal`` label the outcome. ``call`` may raise
+    ``start`` labels the outcome (route, principal, request id); the ``observers``'
+    watch starts just before ``call``. ``call`` may raise
     :class:`~streamrelay.errors.UpstreamUnavailable` or
     :class:`~streamrelay.errors.RequestRejected`; both become HTTP answers.
     Returns the :class:`~streamrelay.outcome.Outcome` (``format="json"``,
     ``streaming=False``), which ``observer`` gets too.
     """
     exchange = _Exchange(send, settings, headers)
-    exchange.route, exchange.principal = route, principal
+    if start is None:
+        start = StreamStart("", "json", streaming=False)
+    exchange.start = start
+    watch = observers.start(start) if observers is not None else None
     try:
         await exchange.run(call, wait_disconnect)
     finally:
         outcome = exchange.outcome()
-        log_outcome(outcome, None)
+        if watch is not None:
+            watch.finished(outcome)
+        log_outcome(outcome, None, settings.log_format)
         if observer is not None:
             await observe(observer, outcome)
     return outcome
@@ -116,8 +123,7 @@ class _Exchange:
         self.ttfb: float | None = None
         self.model: str | None = None
         self.usage: Usage | None = None
-        self.route = ""
-        self.principal: str | None = None
+        self.start = StreamStart("", "json", streaming=False)
 
     async def run(
         self, call: Callable[[], Awaitable[Answer]], wait_disconnect: Callable[[], Awaitable[Any]]
@@ -204,6 +210,8 @@ class _Exchange:
             self.model, self.usage = _model_and_usage(body)
 
     def _head(self, status: int, kept: list[tuple[str, str]], length: int | None) -> dict[str, Any]:
+        if self.start.request_id is not None:  # ours is in self.headers
+            kept = _http.upstream_request_id(kept)
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept]
         if not any(k == b"content-type" for k, _ in raw):
             raw.append((b"content-type", b"application/json"))
@@ -242,8 +250,12 @@ class _Exchange:
             ttfb=self.ttfb,
             duration=monotonic() - self.started_at,
             streaming=False,
-            route=self.route,
-            principal=self.principal,
+            route=self.start.route,
+            principal=self.start.principal,
+            request_id=self.start.request_id,
+            upstream_status=self.answer[0] if self.answer is not None else None,
+            # the client left before the answer came: the call was cancelled with it
+            upstream_cancelled=self.gone and self.answer is None and self.failure is None,
         )
 
 

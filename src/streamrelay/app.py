@@ -42,6 +42,7 @@ from .errors import (
 )
 from .formats import Encoder, encoder_for
 from .negotiation import asked_format, format_param
+from .observer import Observer, StreamStart, observers_of
 from .outcome import StreamObserver
 from .pipeline import run_stream
 from .resume import Recording, follow
@@ -103,6 +104,8 @@ class _Call:
     forwarded: list[tuple[str, str]]
     principal: Hashable | None
     slot: _Slot | None
+    request_id: str
+    model: str | None
     chat: str | None = None  # the AI SDK chat it belongs to (for its resume route)
     message_id: str | None = None  # the AI SDK message the answer continues, if any
     run: tuple[str, str, str | None] | None = None  # AG-UI's threadId, runId, protocolVersion
@@ -163,6 +166,15 @@ class StreamRelay:
             it always finishes).
         default_model: the model of the front-end routes (``POST /chat``, ``POST
             /ag-ui``) when their body names none (``allowed_models`` still applies).
+        metrics: an :class:`~streamrelay.observer.Observer`, or a list of them, that
+            follow every stream and whole answer:
+            :class:`~streamrelay.metrics.PrometheusMetrics`,
+            :class:`~streamrelay.metrics.OpenTelemetryMetrics`, or your own
+            (billing, quotas, audit). See ``docs/observability.md``.
+
+    Every generation gets a request id, the client's ``x-request-id`` or a new one:
+    it is sent upstream and back to the client in ``x-request-id``, and is in the
+    stream's log line and outcome.
     """
 
     def __init__(
@@ -180,6 +192,7 @@ class StreamRelay:
         store: Store | None = None,
         linger: float | None = 30.0,
         default_model: str | None = None,
+        metrics: Observer | Iterable[Observer] | None = None,
     ) -> None:
         self.upstream = upstream if isinstance(upstream, Upstream) else Upstream(upstream)
         self.default_format = (
@@ -215,6 +228,8 @@ class StreamRelay:
         if default_model is not None and (not isinstance(default_model, str) or not default_model):
             raise ConfigurationError(f"default_model must be a model name, got {default_model!r}")
         self.default_model = default_model
+        self.observers = observers_of(metrics)
+        self._server: tuple[str, int] = (self.upstream.host, self.upstream.port)
         self._streams: Counter[Hashable] = Counter()
 
     def __repr__(self) -> str:
@@ -359,6 +374,8 @@ class StreamRelay:
             principal,
             slot,
             chat=_chat_key(principal, chat) if isinstance(chat, str) and chat else None,
+            request_id=_http.request_id(scope),
+            model=body.get("model") if isinstance(body.get("model"), str) else None,
             message_id=context.get("message_id"),
             run=context.get("run"),
         )
@@ -396,46 +413,64 @@ class StreamRelay:
         """Stream (or answer whole) one accepted request. (Kept apart from the parsing
         so that the request and its parsed body are not held for the stream's life.)"""
         upstream = self.upstream
-        path, payload, headers = call.route.upstream, call.payload, call.forwarded
+        path, payload = call.route.upstream, call.payload
+        own = ((b"vary", b"accept"), (b"x-request-id", call.request_id.encode()))
+        recording = None
+        if self.store is not None and call.format is not None:
+            recording = Recording(
+                self.store,
+                secrets.token_urlsafe(16),  # 128 bits (a uuid4 has 122)
+                _principal_key(call.principal),
+                self.linger,
+                chat=call.chat,
+            )
+        start = StreamStart(
+            call.route.name,
+            call.format or "json",
+            streaming=call.format is not None,
+            model=call.model,
+            principal=_principal_key(call.principal),
+            request_id=call.request_id,
+            stream_id=recording.stream_id if recording is not None else None,
+            server=self._server[0],
+            server_port=self._server[1],
+        )
+
+        def own_headers() -> list[tuple[str, str]]:
+            # read when the call is made: the observers' watch (a trace) starts just before
+            return [("x-request-id", call.request_id), *start.upstream_headers]
+
         try:
             if call.format is None:
                 await relay_answer(
                     send,
-                    call=lambda: upstream.post(path, payload, headers),
+                    call=lambda: upstream.post(
+                        path, payload, call.forwarded, own_headers=own_headers()
+                    ),
                     wait_disconnect=_http.disconnect_waiter(receive),
                     settings=self.settings,
-                    headers=((b"vary", b"accept"),),
+                    headers=own,
                     observer=self.on_stream_end,
-                    route=call.route.name,
-                    principal=_principal_key(call.principal),
+                    start=start,
+                    observers=self.observers,
                 )
                 return
 
             async def open_source() -> Any:
-                return await upstream.open(path, payload, headers)
+                return await upstream.open(path, payload, call.forwarded, own_headers())
 
-            recording = None
-            if self.store is not None:
-                recording = Recording(
-                    self.store,
-                    secrets.token_urlsafe(16),  # 128 bits (a uuid4 has 122)
-                    _principal_key(call.principal),
-                    self.linger,
-                    chat=call.chat,
-                )
-            encoder = _encoder(call)
             await run_stream(
                 send,
                 open_source=open_source,
                 wait_disconnect=_http.disconnect_waiter(receive),
                 format=call.format,
                 settings=self.settings,
-                headers=((b"vary", b"accept"),),
+                headers=own,
                 observer=self.on_stream_end,
                 recording=recording,
-                encoder=encoder,
-                route=call.route.name,
-                principal=_principal_key(call.principal),
+                encoder=_encoder(call),
+                start=start,
+                observers=self.observers,
             )
         finally:
             if call.slot is not None:
@@ -458,7 +493,8 @@ class StreamRelay:
             else:
                 await _send_not_found(send)
             return
-        key = _chat_key(_principal_key(self.principal(Request(scope), None)), chat_id)
+        owner = _principal_key(self.principal(Request(scope), None))
+        key = _chat_key(owner, chat_id)
         try:
             stream_id = await store.chat_stream(key)
             info = await store.info(stream_id) if stream_id is not None else None
@@ -480,7 +516,7 @@ class StreamRelay:
         except RequestRejected as exc:
             await _http.send_rejection(send, exc)
             return
-        await self._follow(send, receive, stream_id, fmt, 0)
+        await self._follow(scope, send, receive, stream_id, fmt, 0, owner)
 
     async def _stream_route(
         self, scope: Scope, receive: Receive, send: Send, stream_id: str
@@ -538,10 +574,17 @@ class StreamRelay:
             await _http.send_no_content(send)  # all delivered: EventSource stops here
             return
 
-        await self._follow(send, receive, stream_id, fmt, after)
+        await self._follow(scope, send, receive, stream_id, fmt, after, key)
 
     async def _follow(
-        self, send: Send, receive: Receive, stream_id: str, fmt: str, after: int
+        self,
+        scope: Scope,
+        send: Send,
+        receive: Receive,
+        stream_id: str,
+        fmt: str,
+        after: int,
+        principal: str | None,
     ) -> None:
         """Replay a stored stream after position ``after``, then follow it live."""
         store = self.store
@@ -557,6 +600,7 @@ class StreamRelay:
                     status_code=503,
                 ) from None
 
+        request_id = _http.request_id(scope)
         await run_stream(
             send,
             open_source=open_source,
@@ -564,8 +608,21 @@ class StreamRelay:
             format=fmt,
             # The producer watches the upstream's silence; a reader waits as long as it.
             settings=dataclasses.replace(self.settings, idle_timeout=None),
-            headers=((b"vary", b"accept"), (b"x-stream-id", stream_id.encode())),
+            headers=(
+                (b"vary", b"accept"),
+                (b"x-stream-id", stream_id.encode()),
+                (b"x-request-id", request_id.encode()),
+            ),
             after=after,
+            start=StreamStart(
+                "streams",
+                fmt,
+                resumed=True,
+                principal=principal,
+                request_id=request_id,
+                stream_id=stream_id,
+            ),
+            observers=self.observers,
         )
 
     async def _read_request(

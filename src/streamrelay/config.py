@@ -47,6 +47,9 @@ class StreamSettings:
         send_timeout: a client that accepts nothing for this long is dropped
             and its upstream closed.
         max_event_bytes: the largest upstream line or event accepted.
+        log_format: the message of each stream's log line: ``"kv"`` (``key=value``
+            pairs) or ``"json"`` (one JSON object). Either way its fields are also
+            attributes of the log record, for a JSON formatter.
     """
 
     heartbeat: float | None = 15.0
@@ -54,11 +57,14 @@ class StreamSettings:
     idle_timeout: float | None = 300.0
     send_timeout: float | None = 30.0
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    log_format: str = "kv"
 
     def __post_init__(self) -> None:
         for name in ("heartbeat", "first_byte_timeout", "idle_timeout", "send_timeout"):
             _check_seconds(name, getattr(self, name))
         _check_int("max_event_bytes", self.max_event_bytes, minimum=1024)
+        if self.log_format not in ("kv", "json"):
+            raise ConfigurationError(f"log_format must be 'kv' or 'json', got {self.log_format!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import _http
 from .config import StreamSettings, check_format_name, settings_or_default
 from .errors import ConfigurationError, RequestRejected
+from .observer import Observer, StreamStart, observers_of
 from .outcome import StreamObserver
 from .pipeline import STREAM_HEADERS, Declined, run_stream
 from .sources import Source
@@ -29,6 +30,7 @@ _REPLACED = frozenset(
         b"x-accel-buffering",
         b"connection",
         b"transfer-encoding",
+        b"x-request-id",  # ours, which the host was given
     }
 )
 
@@ -59,6 +61,12 @@ class StreamRelayMiddleware:
         stream: the :class:`~streamrelay.StreamSettings`; ``first_byte_timeout``
             bounds the wait for the host's response to start.
         on_stream_end: called with each re-framed stream's :class:`~streamrelay.Outcome`.
+        metrics: observers of the re-framed streams (route ``middleware``), as for
+            :class:`~streamrelay.StreamRelay`.
+
+    A re-framed request gets a request id (the client's ``x-request-id``, or a new
+    one): the host app sees it in its request's ``x-request-id`` (to send upstream),
+    and the client gets it back in the stream's ``x-request-id``.
     """
 
     def __init__(
@@ -69,6 +77,7 @@ class StreamRelayMiddleware:
         default_format: str = "sse",
         stream: StreamSettings | None = None,
         on_stream_end: StreamObserver | None = None,
+        metrics: Observer | Iterable[Observer] | None = None,
     ) -> None:
         if isinstance(paths, str):
             raise ConfigurationError("paths must be a list of path prefixes, not a string")
@@ -81,6 +90,7 @@ class StreamRelayMiddleware:
         self.default_format = check_format_name(default_format)
         self.settings = settings_or_default(stream, StreamSettings, "stream")
         self.on_stream_end = on_stream_end
+        self.observers = observers_of(metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -116,11 +126,19 @@ class _Reframe:
         fmt: str,
     ) -> None:
         self.middleware = middleware
+        self.request_id = _http.request_id(scope)
         # The host must answer in plain text for us to parse it: without this a
         # compression middleware inside (Litestar's, GZipMiddleware) would gzip it.
         self.scope = {
             **scope,
-            "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"accept-encoding"],
+            "headers": [
+                *(
+                    (k, v)
+                    for k, v in scope["headers"]
+                    if k.lower() not in (b"accept-encoding", b"x-request-id")
+                ),
+                (b"x-request-id", self.request_id.encode()),
+            ],
         }
         self.send = send
         self.fmt = fmt
@@ -128,6 +146,7 @@ class _Reframe:
         self.body_in, self.body_out = anyio.create_memory_object_stream[bytes](4)
         self.started = anyio.Event()
         self.start: Message | None = None
+        self.declined_status: int | None = None
         self.passthrough: _AntiBuffering | None = None
         self.host_done = anyio.Event()
         self.host_scope = anyio.CancelScope()
@@ -142,8 +161,10 @@ class _Reframe:
                 wait_disconnect=self.mux.disconnected.wait,
                 format=self.fmt,
                 settings=self.middleware.settings,
+                headers=((b"x-request-id", self.request_id.encode()),),
                 observer=self.middleware.on_stream_end,
-                route="middleware",
+                start=StreamStart("middleware", self.fmt, request_id=self.request_id),
+                observers=self.middleware.observers,
             )
             tg.cancel_scope.cancel()
 
@@ -166,6 +187,7 @@ class _Reframe:
             ):
                 self.start = message
             else:
+                self.declined_status = message["status"]
                 self.passthrough = _AntiBuffering(self.send)
                 await self.passthrough(message)
             self.started.set()
@@ -184,7 +206,7 @@ class _Reframe:
             # The host answered with something other than OpenAI SSE (or crashed):
             # it goes to the client unchanged, so the pipeline has nothing to relay.
             await self.host_done.wait()
-            raise Declined
+            raise Declined(self.declined_status)
 
         async def close(complete: bool) -> None:
             if not complete:

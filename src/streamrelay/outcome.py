@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .events import Usage
 
-__all__ = ["Ending", "Outcome", "StreamObserver"]
+__all__ = ["CANCELLING_ENDINGS", "Ending", "Outcome", "StreamObserver"]
 
 
 class Ending(enum.Enum):
@@ -61,6 +61,13 @@ class Ending(enum.Enum):
     in the host app): the exception propagates to the server."""
 
 
+CANCELLING_ENDINGS = frozenset(
+    {Ending.CLIENT_DISCONNECTED, Ending.SEND_TIMEOUT, Ending.STOPPED, Ending.ABANDONED}
+)
+"""Endings that close an unfinished upstream on the client's account: they set
+:attr:`Outcome.upstream_cancelled` when the upstream had not ended yet."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """One stream's end.
@@ -86,6 +93,17 @@ class Outcome:
             ``relay_response``.
         principal: whose it was (the ``principal`` hook's answer, as a string), if known.
         stream_id: its ``X-Stream-Id`` when a store kept it (resumable).
+        request_id: the request's ``x-request-id`` (the client's, or one made up).
+        upstream_status: the HTTP status the upstream answered with, ``None`` if it
+            never answered (unreachable, timed out) or is not known (a resume).
+        ttft: seconds until the first token (content, reasoning, a refusal or a
+            tool call) arrived from the upstream; ``None`` if none did, and for
+            whole answers.
+        heartbeats: keep-alives sent to the client.
+        upstream_cancelled: the upstream generation was closed before its end
+            because the client left, stopped reading, or a stop or an empty linger
+            window ended a stored stream: what the relay saved you. ``False`` for
+            upstream errors and for a server shutting down.
     """
 
     ending: Ending
@@ -102,6 +120,11 @@ class Outcome:
     route: str = ""
     principal: str | None = None
     stream_id: str | None = None
+    request_id: str | None = None
+    upstream_status: int | None = None
+    ttft: float | None = None
+    heartbeats: int = 0
+    upstream_cancelled: bool = False
 
     @property
     def ok(self) -> bool:

@@ -79,7 +79,8 @@ from .errors import (
 )
 from .events import Error
 from .formats import Encoder, encoder_for
-from .outcome import Ending, Outcome, StreamObserver
+from .observer import OVERHEAD_SAMPLE_EVERY, Observers, StreamStart, StreamWatch
+from .outcome import CANCELLING_ENDINGS, Ending, Outcome, StreamObserver
 from .resume import Recording
 from .sources import Source
 from .timing import Deadlines, Due
@@ -91,6 +92,7 @@ __all__ = [
     "StreamAborted",
     "log_outcome",
     "observe",
+    "outcome_fields",
     "run_stream",
 ]
 
@@ -116,11 +118,6 @@ class StreamAborted(StreamRelayError):
     """
 
 
-_QUIET_ENDINGS = frozenset(
-    {Ending.DONE, Ending.CLIENT_DISCONNECTED, Ending.SHUTDOWN, Ending.STOPPED, Ending.ABANDONED}
-)
-"""Endings logged at INFO; the others at WARNING (something went wrong upstream or
-with the client's connection)."""
 _SHUTDOWN_SEND_TIMEOUT = 1.0
 """How long a stopping server's stream may take to send its ``shutdown`` error."""
 
@@ -137,8 +134,8 @@ async def run_stream(
     recording: Recording | None = None,
     after: float = 0,
     encoder: Encoder | None = None,
-    route: str = "",
-    principal: str | None = None,
+    start: StreamStart | None = None,
+    observers: Observers | None = None,
 ) -> Outcome | None:
     """Relay one stream to ``send`` until it ends, fails or the client leaves.
 
@@ -149,17 +146,19 @@ async def run_stream(
     the client has gone. The response head carries ``headers`` and the source's
     own :attr:`~streamrelay.sources.Source.headers`. With ``recording`` the stream
     is stored for resumes (see :mod:`streamrelay.resume`); a source of stored
-    records (a resume) is replayed from position ``after``. ``observer`` gets the
+    records (a resume) is replayed from position ``after``. ``start`` says what the
+    stream is (route, principal, request id) for the outcome and the ``observers``,
+    whose watch starts just before ``open_source`` is called. ``observer`` gets the
     :class:`~streamrelay.outcome.Outcome`, which is also returned (``None`` when
-    ``open_source`` raised :class:`Declined` or a refusal).
+    ``open_source`` raised :class:`Declined` or a refusal; a watch then still hears
+    of the end).
 
     Raises :class:`StreamAborted` when the response must be cut rather than ended
     (see there), and re-raises what the source raised unexpectedly.
     """
-    stream = _Stream(
-        send, encoder or encoder_for(format, now=time.time()), settings, recording, after
-    )
-    stream.route, stream.principal = route, principal
+    encoder = encoder or encoder_for(format, now=time.time())
+    stream = _Stream(send, encoder, settings, recording, after, start)
+    stream.observers = observers
     crash: Exception | None = None
     declined = False
     try:
@@ -169,19 +168,22 @@ async def run_stream(
             tg.start_soon(stream.monitor, wait_disconnect)
             try:
                 await stream.run(open_source, headers)
-            except Declined:
+            except Declined as declined_by:
                 declined = True
+                stream.declined(declined_by)
             except Exception as exc:  # re-raised outside the task group, unwrapped
                 crash = exc
                 stream.end(Ending.CRASHED, type(exc).__name__)
             stream.stop_side_tasks()
     finally:
+        # Also when the server cancels us before the stream opened: then the
+        # ending is still unset, and the observer still hears of it.
+        stream.end(Ending.SHUTDOWN, "shutdown")
+        outcome = stream.outcome()
+        if stream.watch is not None:
+            stream.watch.finished(outcome)
         if not declined:
-            # Also when the server cancels us before the stream opened: then the
-            # ending is still unset, and the observer still hears of it.
-            stream.end(Ending.SHUTDOWN, "shutdown")
-            outcome = stream.outcome()
-            log_outcome(outcome, crash)
+            log_outcome(outcome, crash, settings.log_format)
             if observer is not None:
                 await observe(observer, outcome)
     if declined:
@@ -197,7 +199,12 @@ async def run_stream(
 class Declined(Exception):
     """Raised by an ``open_source`` that answered the request itself, without a stream
     (the middleware, when the host's response is not OpenAI SSE): :func:`run_stream`
-    then returns ``None`` and reports no outcome."""
+    then returns ``None`` and reports no outcome, except to a watch already started,
+    which hears of the ``status`` sent (as ``upstream_status`` when an error)."""
+
+    def __init__(self, status: int | None = None) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class _Stream:
@@ -207,6 +214,7 @@ class _Stream:
         "after",
         "beating",
         "bytes_out",
+        "cancelled",
         "clock",
         "code",
         "cut",
@@ -214,20 +222,25 @@ class _Stream:
         "encoder",
         "ending",
         "halt",
+        "heartbeats",
         "monitor_stopped",
+        "observers",
         "outer",
-        "principal",
         "pump_scope",
         "recording",
-        "route",
         "send",
         "settings",
+        "start",
         "started_at",
         "status",
         "tg",
         "transcoder",
         "ttfb",
+        "ttft",
+        "upstream_ended",
+        "upstream_status",
         "wake_scope",
+        "watch",
         "watch_scope",
         "writer_scope",
     )
@@ -239,11 +252,13 @@ class _Stream:
         settings: StreamSettings,
         recording: Recording | None = None,
         after: float = 0,
+        start: StreamStart | None = None,
     ) -> None:
         self.send = send
         self.recording = recording
-        self.route = ""
-        self.principal: str | None = None
+        self.start = start if start is not None else StreamStart("", encoder.name)
+        self.observers: Observers | None = None
+        self.watch: StreamWatch | None = None
         self.after = after  # a resumed stream's position
         self.detached = False  # the client left a stored stream, which goes on
         self.halt: Ending | None = None  # the watch stopped the pump (stopped, abandoned)
@@ -260,6 +275,11 @@ class _Stream:
         )
         self.started_at = monotonic()
         self.ttfb: float | None = None
+        self.ttft: float | None = None
+        self.heartbeats = 0
+        self.upstream_status: int | None = None
+        self.upstream_ended = False  # it ended, failed or broke: nothing left to cancel
+        self.cancelled = False  # the upstream was closed unfinished on the client's account
         self.ending: Ending | None = None  # set once, when the stream's fate is known
         self.code: str | None = None
         self.status: int | None = None  # the HTTP status sent, once sent
@@ -298,6 +318,13 @@ class _Stream:
                     self.tg.start_soon(self._writer, recording)
             elif source.kind == "records":
                 self.encoder.number_from(int(self.after) + 1)  # a resumed stream
+            upstream_headers = source.headers
+            if self.start.request_id is not None and upstream_headers:
+                # ours is in ``headers``; the upstream's (what its support asks for) moves
+                upstream_headers = [
+                    (b"x-upstream-request-id", v) if k.lower() == b"x-request-id" else (k, v)
+                    for k, v in upstream_headers
+                ]
             self.ttfb = monotonic() - self.started_at
             self.status = 200
             await self.send(
@@ -308,7 +335,7 @@ class _Stream:
                         (b"content-type", self.encoder.media_type.encode()),
                         *STREAM_HEADERS,
                         *self.encoder.headers,
-                        *source.headers,
+                        *upstream_headers,
                         *headers,
                         *extra,
                     ],
@@ -335,6 +362,11 @@ class _Stream:
         finally:
             if source is not None:
                 complete = self.transcoder.terminated and self.transcoder.error is None
+                self.cancelled = (
+                    not self.upstream_ended
+                    and source.kind != "records"
+                    and (self.ending in CANCELLING_ENDINGS or self.halt is not None)
+                )
                 with anyio.CancelScope(shield=True):
                     try:
                         await source.aclose(complete)
@@ -343,10 +375,15 @@ class _Stream:
 
     async def open(self, open_source: Callable[[], Awaitable[Source]]) -> Source | None:
         """The opened source, or ``None`` once an HTTP error response has been sent."""
+        if self.observers is not None:  # a stream starts when its upstream call is opened
+            self.watch = self.observers.start(self.start)
         failure: UpstreamStatusError | UpstreamUnavailable | RequestRejected | None = None
         with anyio.move_on_after(_or_inf(self.settings.first_byte_timeout)):
             try:
-                return await open_source()
+                source = await open_source()
+                if source.kind != "records":  # a resume's upstream is another stream's
+                    self.upstream_status = 200
+                return source
             except (UpstreamStatusError, UpstreamUnavailable, RequestRejected) as exc:
                 failure = exc
         # Answered outside the timeout's scope: a timeout firing mid-answer would
@@ -356,12 +393,13 @@ class _Stream:
             # that cannot be written), answered as the mount answers any refusal; like
             # those, not a stream: no outcome.
             self.status = failure.status_code
+            self.end(Ending.ERROR, failure.code)  # (for a watch: nothing went upstream)
             await _http.send_rejection(self.send, failure)
             raise Declined
         if isinstance(failure, UpstreamStatusError):
             self.end(Ending.UPSTREAM_STATUS, f"upstream_status_{failure.status_code}")
-            self.status = failure.status_code
-            await _http.send_passthrough(self.send, failure)
+            self.status = self.upstream_status = failure.status_code
+            await _http.send_passthrough(self.send, failure, self.start.request_id)
             return None
         if failure is None:
             failure = UpstreamUnavailable(
@@ -385,6 +423,8 @@ class _Stream:
         clock = self.clock
         feed = t.feeder(source.kind, self.after)
         recording = self.recording
+        watch = self.watch
+        reads = 0  # counts down to the next overhead sample, with a watch
         try:
             async for item in source.items:
                 clock.received(monotonic())
@@ -392,19 +432,48 @@ class _Stream:
                 if t.records:  # a stored stream: the store first, then the client
                     assert recording is not None
                     recording.save(t.records)
+                if self.ttft is None and t.tokens:
+                    self.first_token()
+                ended = t.terminated  # (before the send, which the client may cut)
+                if ended:
+                    self.upstream_ended = True
                 if out:
                     await self.write(out)
-                if t.terminated:
+                    if watch is not None:
+                        if reads == 0:
+                            reads = OVERHEAD_SAMPLE_EVERY
+                            watch.overhead(max(clock.send_started - clock.last_in, 0.0))
+                        reads -= 1
+                if ended:
                     return
         except Exception as exc:  # the source broke (send errors cancel, not raise)
+            self.upstream_ended = True
             if _is_connection_error(exc):
                 logger.warning("the upstream connection broke mid-stream: %r", exc)
             else:  # a bug in the caller's own generator: its traceback is what helps
                 logger.error("the stream's source raised mid-stream", exc_info=exc)
             out = t.fail(Error("the upstream connection closed mid-stream", "upstream_closed"))
         else:
+            self.upstream_ended = True
             out = t.end()
         await self.emit(out)
+
+    def first_token(self) -> None:
+        self.ttft = ttft = self.clock.last_in - self.started_at
+        if self.watch is not None:
+            self.watch.first_token(ttft)
+
+    def declined(self, declined: Declined) -> None:
+        """``open_source`` answered the request itself: what a started watch hears."""
+        if self.ending is not None:  # refused before the call
+            return
+        if declined.status is not None:
+            self.status = declined.status
+        if self.status is not None and self.status >= 400:
+            self.end(Ending.UPSTREAM_STATUS, f"upstream_status_{self.status}")
+            self.upstream_status = self.status
+        else:
+            self.end(Ending.DONE)
 
     async def emit(self, out: bytes) -> None:
         """Bytes of the stream's end: saved to the store when it has one, then sent."""
@@ -610,6 +679,9 @@ class _Stream:
         try:
             with anyio.move_on_after(_or_inf(self.settings.send_timeout)) as scope:
                 await self._send_raw(self.transcoder.heartbeat(), True)
+            self.heartbeats += 1
+            if self.watch is not None:
+                self.watch.heartbeat(clock.send_started - clock.last_out)
         finally:
             self.beating = None
             beating.set()
@@ -635,13 +707,18 @@ class _Stream:
             events_out=t.events_out,
             ttfb=self.ttfb,
             duration=monotonic() - self.started_at,
-            route=self.route,
-            principal=self.principal,
+            route=self.start.route,
+            principal=self.start.principal,
             stream_id=(
                 self.recording.stream_id
                 if self.recording is not None and self.recording.opened
-                else None
+                else self.start.stream_id
             ),
+            request_id=self.start.request_id,
+            upstream_status=self.upstream_status,
+            ttft=self.ttft,
+            heartbeats=self.heartbeats,
+            upstream_cancelled=self.cancelled,
         )
 
     def abort_reason(self) -> str | None:
@@ -660,30 +737,93 @@ class _Stream:
         return None
 
 
-def log_outcome(outcome: Outcome, crash: Exception | None) -> None:
-    """The one log line of a stream's (or a whole answer's) end."""
+def log_outcome(outcome: Outcome, crash: Exception | None, style: str = "kv") -> None:
+    """The one log line of a stream's (or a whole answer's) end.
+
+    Its fields (:func:`outcome_fields`) are attributes of the log record too, for a
+    JSON formatter; the message is ``key=value`` pairs (``style="kv"``) or one JSON
+    object (``"json"``), as :attr:`StreamSettings.log_format
+    <streamrelay.StreamSettings>` says. WARNING for upstream failures (an error
+    status, an unreachable upstream, a mid-stream error), INFO for normal ends and
+    client disconnects, DEBUG for the rest.
+    """
     if crash is not None:
         return  # the server logs the exception with its traceback
-    level = logging.INFO if outcome.ending in _QUIET_ENDINGS else logging.WARNING
-    logger.log(
-        level,
-        "%s %s%s: status=%s format=%s model=%s events=%d bytes=%d ttfb=%s duration=%.0fms%s",
-        "stream" if outcome.streaming else "answer",
-        outcome.ending.value,
-        f" ({outcome.code})" if outcome.code and outcome.ending is not Ending.DONE else "",
-        outcome.status if outcome.status is not None else "-",
-        outcome.format,
-        outcome.model or "-",
-        outcome.events_out,
-        outcome.bytes_out,
-        f"{outcome.ttfb * 1000:.0f}ms" if outcome.ttfb is not None else "-",
-        outcome.duration * 1000,
-        (
-            f" usage={outcome.usage.prompt_tokens}+{outcome.usage.completion_tokens}"
-            if outcome.usage is not None
-            else ""
-        ),
-    )
+    level = _LOG_LEVELS.get(outcome.ending, logging.DEBUG)
+    if not logger.isEnabledFor(level):
+        return
+    fields = outcome_fields(outcome)
+    kind = "stream" if outcome.streaming else "answer"
+    if style == "json":
+        message = _json_line({"event": kind, **fields})
+    else:
+        message = f"{kind} {outcome.ending.value} " + " ".join(
+            f"{key}={_kv_value(value)}"
+            for key, value in fields.items()
+            if key != "outcome" and value is not None
+        )
+    logger.log(level, "%s", message, extra=fields)
+
+
+def outcome_fields(outcome: Outcome) -> dict[str, Any]:
+    """An outcome as flat log fields (times in milliseconds, ``None`` when unknown).
+
+    >>> outcome_fields(Outcome(Ending.DONE, route="responses", duration=0.5))["duration_ms"]
+    500.0
+    """
+    usage = outcome.usage
+    return {
+        "outcome": outcome.ending.value,
+        "code": outcome.code if outcome.ending is not Ending.DONE else None,
+        "request_id": outcome.request_id,
+        "route": outcome.route or None,
+        "format": outcome.format,
+        "status": outcome.status,
+        "upstream_status": outcome.upstream_status,
+        "model": outcome.model,
+        "principal": outcome.principal,
+        "stream_id": outcome.stream_id,
+        "events": outcome.events_out,
+        "bytes": outcome.bytes_out,
+        "heartbeats": outcome.heartbeats,
+        "ttfb_ms": _ms(outcome.ttfb),
+        "ttft_ms": _ms(outcome.ttft),
+        "duration_ms": _ms(outcome.duration),
+        "input_tokens": usage.prompt_tokens if usage is not None else None,
+        "output_tokens": usage.completion_tokens if usage is not None else None,
+        "upstream_cancelled": outcome.upstream_cancelled,
+    }
+
+
+_LOG_LEVELS = {
+    Ending.UPSTREAM_STATUS: logging.WARNING,
+    Ending.UPSTREAM_UNAVAILABLE: logging.WARNING,
+    Ending.ERROR: logging.WARNING,
+    Ending.DONE: logging.INFO,
+    Ending.CLIENT_DISCONNECTED: logging.INFO,
+}
+"""Endings not named here (a send timeout, a stop, a shutdown...) log at DEBUG."""
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _kv_value(value: object) -> str:
+    """A value for ``key=value``: bare when plain, else JSON-quoted (so a model name or
+    principal with spaces, quotes or a newline cannot forge a field or a line)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if text and all(c.isalnum() or c in "._:/@+-" for c in text) and text.isascii():
+        return text
+    return _json_line(text)
+
+
+def _json_line(value: object) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
 async def observe(observer: StreamObserver, outcome: Outcome) -> None:

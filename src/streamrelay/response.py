@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -13,6 +13,7 @@ from . import _http
 from .config import StreamSettings, check_format_name, settings_or_default
 from .errors import RequestRejected
 from .formats import FORMATS
+from .observer import Observer, Observers, StreamStart, observers_of
 from .outcome import StreamObserver
 from .pipeline import run_stream
 from .sources import check_source, open_source
@@ -37,11 +38,13 @@ class RelayResponse(Response):
         settings: StreamSettings,
         headers: Mapping[str, str] | None = None,
         on_stream_end: StreamObserver | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self.source = source
         self.format = format
         self.settings = settings
         self.on_stream_end = on_stream_end
+        self.observers = observers
         self.status_code = 200
         self._format_class = FORMATS[format]
         self.media_type = self._format_class.media_type
@@ -57,15 +60,21 @@ class RelayResponse(Response):
         async def opener() -> Any:
             return await open_source(source, want_raw=want_raw)
 
+        request_id = _http.request_id(scope)
+        headers = self.raw_headers
+        if not any(k == b"x-request-id" for k, _ in headers):
+            headers = [*headers, (b"x-request-id", request_id.encode())]
+
         await run_stream(
             send,
             open_source=opener,
             wait_disconnect=_http.disconnect_waiter(receive),
             format=self.format,
             settings=self.settings,
-            headers=self.raw_headers,
+            headers=headers,
             observer=self.on_stream_end,
-            route="relay_response",
+            start=StreamStart("relay_response", self.format, request_id=_http.request_id(scope)),
+            observers=self.observers,
         )
 
 
@@ -93,6 +102,7 @@ def relay_response(
     stream: StreamSettings | None = None,
     headers: Mapping[str, str] | None = None,
     on_stream_end: StreamObserver | None = None,
+    metrics: Observer | Iterable[Observer] | None = None,
 ) -> Response:
     """Relay ``source`` to the client in the format it negotiated.
 
@@ -113,6 +123,11 @@ def relay_response(
             mount and the middleware take).
         headers: extra response headers.
         on_stream_end: called with the stream's :class:`~streamrelay.Outcome`.
+        metrics: observers of the stream (route ``relay_response``), as for
+            :class:`~streamrelay.StreamRelay`. Build them once, not per request.
+
+    The stream's response carries the request's ``x-request-id`` (or a new one),
+    unless ``headers`` set one.
 
     Raises:
         TypeError: ``source`` is nothing the relay can stream (a list, a string, a
@@ -132,5 +147,10 @@ def relay_response(
         except RequestRejected as exc:
             return RejectionResponse(exc)
     return RelayResponse(
-        source, format=format, settings=settings, headers=headers, on_stream_end=on_stream_end
+        source,
+        format=format,
+        settings=settings,
+        headers=headers,
+        on_stream_end=on_stream_end,
+        observers=observers_of(metrics),
     )

@@ -18,13 +18,16 @@ from typing import Any
 
 from . import _json
 from .errors import ProtocolError
-from .events import Delta, Done, Error, Event, Finish, Start, Usage
+from .events import Delta, Done, Error, Event, Finish, Reasoning, Refusal, Start, ToolCall, Usage
 from .formats import Encoder
 from .openai import ChunkDecoder
 from .sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 from .stores.base import Record
 
 __all__ = ["Transcoder"]
+
+_TOKENS = frozenset({Delta, Reasoning, Refusal, ToolCall})
+"""The events that carry tokens: the first one is the time to first token."""
 
 
 class Transcoder:
@@ -45,6 +48,7 @@ class Transcoder:
         "events_out",
         "records",
         "terminated",
+        "tokens",
     )
 
     def __init__(self, encoder: Encoder, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
@@ -56,6 +60,8 @@ class Transcoder:
         self.terminated = False
         self.error: Error | None = None
         self.events_out = 0
+        self.tokens = False
+        """Whether a token (content, reasoning, a refusal, a tool call) has come yet."""
         self.records: list[Record] | None = None
         """When a list (see :meth:`record`), what each chunk became is appended to it,
         numbered, for a stream store; the caller takes them after each feed."""
@@ -210,6 +216,8 @@ class Transcoder:
                 if type(last) is Error:
                     self.error = last
             self.events_out += len(events)
+            if not self.tokens:
+                self.tokens = any(type(event) in _TOKENS for event in events)
         elif raw is None or not self.encoder.wants_raw:
             # Chunks that carry no event (Azure filter results, role-only deltas)
             # pass through unchanged in the openai format only.

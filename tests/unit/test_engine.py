@@ -362,8 +362,13 @@ async def test_each_stream_logs_one_line_with_its_outcome(caplog: pytest.LogCapt
     lines = [r for r in caplog.records if r.getMessage().startswith("stream ")]
     assert len(lines) == 1
     text = lines[0].getMessage()
-    assert "stream done" in text and "model=m-7" in text and "usage=7+2" in text
+    assert text.startswith("stream done ")
+    assert "model=m-7" in text and "input_tokens=7" in text and "output_tokens=2" in text
     assert lines[0].levelno == logging.INFO
+    # the same fields are attributes of the record, for a JSON formatter
+    record = lines[0].__dict__
+    assert (record["outcome"], record["model"], record["input_tokens"]) == ("done", "m-7", 7)
+    assert record["upstream_cancelled"] is False and record["ttft_ms"] is not None
 
 
 @pytest.mark.parametrize(

@@ -288,6 +288,16 @@ class Upstream:
         # Through a plain-http proxy, the request line carries the absolute URL.
         self._target_prefix = parts.path if self._proxy is None or tunnel else self._prefix
 
+    @property
+    def host(self) -> str:
+        """The upstream's host name (``api.openai.com``), for metrics and traces."""
+        return self._origin.host
+
+    @property
+    def port(self) -> int:
+        """The upstream's port (443 for ``https`` unless the URL names one)."""
+        return self._origin.port
+
     def __repr__(self) -> str:  # never shows the key
         return f"Upstream({self.base_url!r}, transport={self.transport!r})"
 
@@ -322,7 +332,11 @@ class Upstream:
         return UpstreamRequest(self, path, payload, self.forwarded(headers))
 
     async def open(
-        self, path: str, body: bytes, client_headers: Iterable[tuple[str, str]] = ()
+        self,
+        path: str,
+        body: bytes,
+        client_headers: Iterable[tuple[str, str]] = (),
+        own_headers: Iterable[tuple[str, str]] = (),
     ) -> Source:
         """POST ``body`` to ``base_url + path`` and return the streaming response.
 
@@ -332,11 +346,17 @@ class Upstream:
         :class:`~streamrelay.RequestRejected` (400 ``invalid_header``, nothing
         sent) when a forwarded client header cannot be written in an HTTP/1.1
         request: a control character in its value, or a character beyond latin-1.
+
+        ``client_headers`` are the client's, of which those in ``forward_headers``
+        go on; ``own_headers`` are the relay's own (its ``x-request-id``, an
+        observer's ``traceparent``), sent as they are and winning over both.
         """
         transport = self._resolved_transport()
         headers = dict(self._headers if transport == "httpx" else self._direct_headers)
         for name, value in self._checked(client_headers):  # every transport alike
             headers[name] = value
+        for name, value in own_headers:
+            headers[name.lower()] = value
         try:
             source = await self._open(transport, path, body, headers)
         except UpstreamStatusError as exc:
@@ -380,6 +400,7 @@ class Upstream:
         body: bytes,
         client_headers: Iterable[tuple[str, str]] = (),
         *,
+        own_headers: Iterable[tuple[str, str]] = (),
         limit: int = MAX_ANSWER_BYTES,
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """POST ``body`` to ``base_url + path`` and read the answer whole, for the
@@ -392,6 +413,8 @@ class Upstream:
         headers["accept"] = "application/json"
         for name, value in self._checked(client_headers):
             headers[name] = value
+        for name, value in own_headers:
+            headers[name.lower()] = value
         status, answer_headers, answer = await httpx_impl.post(
             self.client or self._own_httpx(),
             self._prefix + path + self._query,
