@@ -53,6 +53,14 @@ State has one home each: the clock readings and the timing rules in
 timing out overrides a clean end); what the monitor cut the pump for in
 :attr:`_Stream.cut`. The :class:`~streamrelay.outcome.Outcome` is built from
 them at the end and handed to the observer.
+
+Observers (``metrics=``, :mod:`streamrelay.observer`): their watch starts in
+:meth:`_Stream.open`, just before ``open_source`` (a stream starts when its upstream
+call is opened, and a trace's ``traceparent`` must exist by then), and is finished in
+:func:`run_stream`'s ``finally``, exactly once, whatever happened. On the per-token
+path it costs a ``None`` check per read; it hears the first token, each heartbeat,
+and one overhead sample in :data:`~streamrelay.observer.OVERHEAD_SAMPLE_EVERY` reads
+(read to send, from the clock readings the engine takes anyway).
 """
 
 from __future__ import annotations
