@@ -153,7 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(settings, list(relays))
     try:
         bench.start()
-        results["relays"] = {r.name: {"label": r.label, "group": r.group} for r in relays}
+        results["relays"] = {
+            r.name: {"label": r.label, "group": r.group}
+            | ({"baseline": r.baseline} if r.baseline else {})
+            for r in relays
+        }
         results["skipped"] = bench.skipped
         results["pinned"] = bench.pinned
         results.update(bench.run(settings.phases))
@@ -182,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     report.write_json(results, output)
     log(f"results: {output}")
     print(report.summary_table(results))
+    options = report.options_table(results)
+    if options:
+        print("\n" + options)
     write_docs = (
         args.docs if args.docs is not None else not (args.quick or args.relays or args.phases)
     )

@@ -1,7 +1,9 @@
 """Turn raw samples into medians, ratios and target verdicts (pure functions, no I/O).
 
 Absolute times drift on a shared machine, so every comparison is a ratio between relays
-measured in the same round, and the reported ratio is the median over rounds.
+measured in the same round, and the reported ratio is the median over rounds. A relay
+with a ``baseline`` (the same relay with one option on: a store, metrics) is also compared
+with that baseline, as ``cpu_vs_baseline`` (and ``p99_vs_baseline``).
 """
 
 from __future__ import annotations
@@ -10,11 +12,23 @@ import math
 import statistics
 from typing import Any
 
-__all__ = ["TARGETS", "annotate"]
+__all__ = ["OPTION_TARGETS", "TARGETS", "annotate"]
 
 FLOOR = "floor"
 BASELINE_PEER = "sse-starlette"
 TARGET_RELAYS = ("streamrelay-ndjson", "streamrelay-sse")
+
+#: What an option may cost: (relay, key, description, comparison, limit), the key one of
+#: its row's ratios to its baseline (checked only when the relay was measured).
+OPTION_TARGETS: tuple[tuple[str, str, str, str, float], ...] = (
+    (
+        "streamrelay-ndjson-metrics",
+        "cpu_vs_baseline",
+        "CPU/token with Prometheus metrics ≤ 1.05x without",
+        "<=",
+        1.05,
+    ),
+)
 
 #: (key, description, comparison, limit); values come from :func:`_target_values`.
 TARGETS: tuple[tuple[str, str, str, float], ...] = (
@@ -67,6 +81,26 @@ def summarize_steady(phase: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def compare_with_baselines(
+    phase_name: str,
+    phase: dict[str, Any],
+    summary: dict[str, dict[str, Any]],
+    baselines: dict[str, str],
+) -> None:
+    """Add ``cpu_vs_baseline`` and ``p99_vs_baseline`` to the summary row of each relay
+    (of ``baselines``: relay -> its baseline) whose baseline was measured in the same
+    rounds of the phase (in the setup phase the CPU ratio is of ``cpu_us_per_stream``)."""
+    samples: dict[str, list[dict[str, Any]]] = phase["samples"]
+    cpu = "cpu_us_per_stream" if phase_name == "setup" else "cpu_us_per_token"
+    for name, baseline in baselines.items():
+        if name not in summary or baseline not in samples:
+            continue
+        row = summary[name]
+        row["baseline"] = baseline
+        row["cpu_vs_baseline"] = _ratio_by_round(samples, name, baseline, cpu)
+        row["p99_vs_baseline"] = _ratio_by_round(samples, name, baseline, "latency_p99_ms")
+
+
 def _best_peer(summary: dict[str, dict[str, Any]], groups: dict[str, str]) -> str | None:
     peers = [n for n in summary if groups.get(n) == "peer" and summary[n]["cpu_us_per_token"]]
     return min(peers, key=lambda n: summary[n]["cpu_us_per_token"]) if peers else None
@@ -88,6 +122,21 @@ def _target_values(results: dict[str, Any], name: str) -> dict[str, float | None
     return values
 
 
+def _verdict(
+    relay: str, key: str, label: str, value: float | None, op: str, limit: float
+) -> dict[str, Any]:
+    passed = None if value is None else (value <= limit if op == "<=" else value >= limit)
+    return {
+        "relay": relay,
+        "target": label,
+        "key": key,
+        "value": value,
+        "limit": round(limit, 3),
+        "op": op,
+        "pass": passed,
+    }
+
+
 def _verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     verdicts = []
     for name in TARGET_RELAYS:
@@ -95,29 +144,24 @@ def _verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         values = _target_values(results, name)
         for key, label, op, limit in TARGETS:
-            value = values.get(key)
-            passed = None if value is None else (value <= limit if op == "<=" else value >= limit)
-            verdicts.append(
-                {
-                    "relay": name,
-                    "target": label,
-                    "key": key,
-                    "value": value,
-                    "limit": round(limit, 3),
-                    "op": op,
-                    "pass": passed,
-                }
-            )
+            verdicts.append(_verdict(name, key, label, values.get(key), op, limit))
+    paced = results.get("summary", {}).get("paced", {})
+    for name, key, label, op, limit in OPTION_TARGETS:
+        if name in results.get("relays", {}) and name not in results.get("skipped", {}):
+            verdicts.append(_verdict(name, key, label, paced.get(name, {}).get(key), op, limit))
     return verdicts
 
 
 def annotate(results: dict[str, Any]) -> None:
     """Add ``summary`` (medians and ratios) and ``targets`` (verdicts) to ``results``."""
-    groups = {name: info["group"] for name, info in results.get("relays", {}).items()}
+    relays = results.get("relays", {})
+    groups = {name: info["group"] for name, info in relays.items()}
+    baselines = {name: info["baseline"] for name, info in relays.items() if info.get("baseline")}
     summary: dict[str, Any] = {}
     for phase in ("paced", "burst", "setup"):
         if phase in results:
             summary[phase] = summarize_steady(results[phase])
+            compare_with_baselines(phase, results[phase], summary[phase], baselines)
     paced = summary.get("paced")
     if paced:
         best = _best_peer(paced, groups)

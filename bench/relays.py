@@ -41,7 +41,9 @@ class Relay:
     """One relay under test.
 
     ``group`` is ``"ours"`` (streamrelay), ``"floor"`` (the raw-socket floor), ``"peer"``
-    (counted for "best peer") or ``"extra"`` (informative only).
+    (counted for "best peer") or ``"extra"`` (informative only). ``baseline`` names the
+    relay this one is with one option changed (a store, metrics, a transport): the report
+    gives its CPU per token as a ratio to that relay's, measured in the same rounds.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Relay:
     query: str = ""
     requires: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # environment variables it needs
+    baseline: str | None = None  # the same relay without this one's option
 
     @property
     def target(self) -> str:
@@ -112,7 +115,7 @@ def streamrelay_memory_store_app(upstream: str) -> ASGIApp:
     """streamrelay with resumable streams in memory (``store=MemoryStore()``)."""
     from streamrelay.stores import MemoryStore
 
-    return _streamrelay_with(upstream, MemoryStore(ttl=60))
+    return _streamrelay_with(upstream, store=MemoryStore(ttl=60))
 
 
 def streamrelay_redis_store_app(upstream: str) -> ASGIApp:
@@ -121,17 +124,31 @@ def streamrelay_redis_store_app(upstream: str) -> ASGIApp:
 
     from streamrelay.stores import RedisStore
 
-    return _streamrelay_with(upstream, RedisStore(os.environ[REDIS_ENV], ttl=60))
+    return _streamrelay_with(upstream, store=RedisStore(os.environ[REDIS_ENV], ttl=60))
 
 
-def _streamrelay_with(upstream: str, store: Any) -> ASGIApp:
+def streamrelay_metrics_app(upstream: str) -> ASGIApp:
+    """streamrelay with Prometheus metrics on (``metrics=PrometheusMetrics()``, on a registry
+    of its own: every series is recorded, none is scraped)."""
+    from prometheus_client import CollectorRegistry
+
+    from streamrelay.metrics import PrometheusMetrics
+
+    return _streamrelay_with(upstream, metrics=PrometheusMetrics(CollectorRegistry()))
+
+
+def _streamrelay_with(upstream: str, store: Any = None, metrics: Any = None) -> ASGIApp:
+    """:func:`streamrelay_app`'s relay with a ``store=`` or ``metrics=`` option."""
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
     from streamrelay import StreamRelay, StreamSettings, Upstream
 
     relay = StreamRelay(
-        Upstream(upstream, api_key="bench"), stream=StreamSettings(heartbeat=None), store=store
+        Upstream(upstream, api_key="bench"),
+        stream=StreamSettings(heartbeat=None),
+        store=store,
+        metrics=metrics,
     )
     return Starlette(routes=[Mount("/v1", app=relay)])
 
@@ -412,11 +429,10 @@ def aiohttp_app(upstream: str) -> ASGIApp:
 # --- the registry -----------------------------------------------------------------------
 
 _SR = "bench.relays:streamrelay_app"
+_NDJSON = "streamrelay-ndjson"
 RELAYS: tuple[Relay, ...] = (
     Relay("floor", "raw-socket floor", "floor", "bench.relays:floor_app"),
-    Relay(
-        "streamrelay-ndjson", "streamrelay ndjson", "ours", _SR, "?format=ndjson", ("streamrelay",)
-    ),
+    Relay(_NDJSON, "streamrelay ndjson", "ours", _SR, "?format=ndjson", ("streamrelay",)),
     Relay("streamrelay-sse", "streamrelay sse", "ours", _SR, "?format=sse", ("streamrelay",)),
     Relay("streamrelay-text", "streamrelay text", "ours", _SR, "?format=text", ("streamrelay",)),
     Relay(
@@ -447,6 +463,7 @@ RELAYS: tuple[Relay, ...] = (
         "bench.relays:streamrelay_aiohttp_app",
         "?format=ndjson",
         ("streamrelay", "aiohttp"),
+        baseline=_NDJSON,
     ),
     Relay(
         "relay-response-sse",
@@ -470,6 +487,7 @@ RELAYS: tuple[Relay, ...] = (
         "bench.relays:streamrelay_memory_store_app",
         "?format=ndjson",
         ("streamrelay.stores.memory",),
+        baseline=_NDJSON,
     ),
     Relay(
         "streamrelay-ndjson-redis",
@@ -479,6 +497,16 @@ RELAYS: tuple[Relay, ...] = (
         "?format=ndjson",
         ("redis", "streamrelay.stores.redis"),
         (REDIS_ENV,),
+        baseline=_NDJSON,
+    ),
+    Relay(
+        "streamrelay-ndjson-metrics",
+        "streamrelay ndjson, Prometheus metrics on",
+        "extra",
+        "bench.relays:streamrelay_metrics_app",
+        "?format=ndjson",
+        ("prometheus_client", "streamrelay.metrics.prometheus"),
+        baseline=_NDJSON,
     ),
     Relay(
         "core-on-floor",

@@ -12,7 +12,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_results", "summary_table", "write_chart", "write_docs", "write_json"]
+__all__ = [
+    "options_table",
+    "render_results",
+    "summary_table",
+    "write_chart",
+    "write_docs",
+    "write_json",
+]
 
 BEGIN = "<!-- bench:begin -->"
 END = "<!-- bench:end -->"
@@ -93,6 +100,37 @@ def summary_table(results: dict[str, Any]) -> str:
     skipped = results.get("skipped", {})
     notes = "".join(f"\n- skipped **{n}**: {reason}" for n, reason in skipped.items())
     return header + "\n".join(rows) + ("\n" + notes if notes else "")
+
+
+def options_table(results: dict[str, Any]) -> str:
+    """What each option costs: the relays that have a baseline (the same relay without
+    the option: a store, metrics, another transport), their CPU per token and p99 as
+    ratios to it, round by round; ``""`` when no such relay was measured with its baseline."""
+    summary = results.get("summary", {})
+    paced, burst = summary.get("paced", {}), summary.get("burst", {})
+    setup = summary.get("setup", {})
+    relays = results.get("relays", {})
+    rows = []
+    for name in _ordered(results):
+        baseline = relays[name].get("baseline")
+        p, b, s = paced.get(name, {}), burst.get(name, {}), setup.get(name, {})
+        if not baseline or not any("cpu_vs_baseline" in row for row in (p, b, s)):
+            continue
+        rows.append(
+            f"| {relays[name]['label']} | {relays.get(baseline, {}).get('label', baseline)} "
+            f"| {_fmt(p.get('cpu_us_per_token'))} | {_fmt(p.get('cpu_vs_baseline'), 2)} "
+            f"| {_fmt(b.get('cpu_vs_baseline'), 2)} | {_fmt(s.get('cpu_vs_baseline'), 2)} "
+            f"| {_fmt(p.get('p99_vs_baseline'), 2)} |"
+        )
+    if not rows:
+        return ""
+    header = (
+        f"| relay | without the option | CPU µs/token (paced) | CPU {TIMES} without (paced) "
+        f"| CPU {TIMES} without (burst) | CPU per stream {TIMES} without (setup) "
+        f"| p99 {TIMES} without (paced) |\n"
+        "|---|---|---:|---:|---:|---:|---:|\n"
+    )
+    return header + "\n".join(rows)
 
 
 def _capacity_cell(results: dict[str, Any], name: str, capacity: dict[str, int]) -> str:
@@ -298,10 +336,20 @@ def render_results(results: dict[str, Any], chart: str | None) -> str:
         noise_note(results),
         "",
     ]
+    options = options_table(results)
+    if options:
+        parts += [
+            "### What each option costs",
+            "",
+            "Each relay against the same relay without its option, measured in the same rounds.",
+            "",
+            options,
+            "",
+        ]
     if chart:
         parts += [f"![benchmark chart](img/{chart})", ""]
     parts += [
-        "### Targets (streamrelay ndjson and sse)",
+        "### Targets (streamrelay ndjson and sse, and the options' costs)",
         "",
         targets_table(results),
         "",

@@ -7,7 +7,7 @@
     curl -N -H 'content-type: application/json' -H 'x-request-id: my-req-1' \
       -d '{"model":"sim-1","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hi"}]}' \
       http://127.0.0.1:8000/ai/chat/completions
-    curl http://127.0.0.1:8000/metrics/ | grep streamrelay_
+    curl http://127.0.0.1:8000/metrics | grep streamrelay_
     curl http://127.0.0.1:8000/spent
 
 With several workers, see docs/observability.md ("Several worker processes").
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from prometheus_client import make_asgi_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -59,15 +58,13 @@ handler.setFormatter(logging.Formatter("%(message)s"))
 logging.getLogger("streamrelay").addHandler(handler)
 logging.getLogger("streamrelay").setLevel(logging.INFO)
 
-relay = StreamRelay(
-    stream=StreamSettings(log_format="json"),
-    metrics=[PrometheusMetrics(), Spending()],
-)
+metrics = PrometheusMetrics()
+relay = StreamRelay(stream=StreamSettings(log_format="json"), metrics=[metrics, Spending()])
 
 app = Starlette(
     routes=[
         Mount("/ai", relay),
-        Mount("/metrics", make_asgi_app()),
+        Route("/metrics", metrics.asgi_app()),  # with several workers too
         Route("/spent", spent),
     ]
 )

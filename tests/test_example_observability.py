@@ -46,7 +46,7 @@ def test_the_observability_example(sim: Simulator, upstream: str, tmp_path: Path
 
         deadline = time.monotonic() + 10
         while True:
-            metrics = client.get(server.url + "/metrics/").text
+            metrics = client.get(server.url + "/metrics").text
             spent = client.get(server.url + "/spent").json()
             if spent or time.monotonic() > deadline:
                 break

@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
-from starlette.routing import Mount
+from starlette.routing import Mount, Route
 
 from streamrelay import StreamRelay, StreamSettings, Upstream
 from streamrelay.metrics import PrometheusMetrics
@@ -48,7 +48,7 @@ def server(upstream: str, registry: CollectorRegistry) -> Iterator[str]:
     )
     app = Starlette(
         routes=[
-            Mount("/metrics", make_asgi_app(registry)),
+            Route("/metrics", metrics.asgi_app()),
             Mount("/ai", relay),
             Mount("/stored", stored),
             Mount("/json", json_logs),
@@ -60,7 +60,7 @@ def server(upstream: str, registry: CollectorRegistry) -> Iterator[str]:
 
 def scrape(client: httpx.Client, url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of ``/metrics``, by name and sorted labels."""
-    text = client.get(url + "/metrics/").text
+    text = client.get(url + "/metrics").text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)

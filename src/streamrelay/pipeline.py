@@ -435,7 +435,7 @@ class _Stream:
         reads = 0  # counts down to the next overhead sample, with a watch
         try:
             async for item in source.items:
-                clock.received(monotonic())
+                clock.received(received := monotonic())
                 out = feed(item)
                 if t.records:  # a stored stream: the store first, then the client
                     assert recording is not None
@@ -450,7 +450,7 @@ class _Stream:
                     if watch is not None:
                         if reads == 0:
                             reads = OVERHEAD_SAMPLE_EVERY
-                            watch.overhead(max(clock.send_started - clock.last_in, 0.0))
+                            watch.overhead(max(clock.send_started - received, 0.0))
                         reads -= 1
                 if ended:
                     return

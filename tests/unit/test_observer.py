@@ -196,7 +196,7 @@ async def test_overhead_is_sampled_from_the_first_read() -> None:
     _, recorder = await observed(upstream.open)
     samples = [value for name, value in recorder.calls if name == "overhead"]
     assert len(samples) == 3  # reads 1, 17 and 33 (FINISH and DONE make 35 reads)
-    assert all(0 <= sample < 1 for sample in samples)
+    assert all(0 < sample < 1 for sample in samples)  # decode and encode take time
 
 
 async def test_a_declined_stream_still_finishes_its_watch() -> None:

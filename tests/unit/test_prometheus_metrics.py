@@ -125,3 +125,36 @@ def test_relays_on_one_registry_share_its_series() -> None:
         PrometheusMetrics(registry, models=["gpt-4o"])
     with pytest.raises(ConfigurationError, match="list of model names"):
         PrometheusMetrics(CollectorRegistry(), models="gpt-4o")
+
+
+def test_the_endpoint_serves_the_registry_and_refuses_other_methods(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import anyio
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    run(metrics, StreamStart("chat", "sse"), Outcome(Ending.DONE, route="chat", format="sse"))
+
+    async def call(method: str) -> list[dict[str, object]]:
+        sent: list[dict[str, object]] = []
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b""}
+
+        await metrics.asgi_app()({"type": "http", "method": method}, receive, send)
+        return sent
+
+    start, body = anyio.run(call, "GET")
+    assert start["status"] == 200
+    text = body["body"]
+    assert isinstance(text, bytes)
+    assert b'streamrelay_streams_started_total{format="sse",route="chat"} 1.0' in text
+    head, empty = anyio.run(call, "HEAD")
+    assert head["status"] == 200 and empty["body"] == b""
+    refused, _ = anyio.run(call, "POST")
+    assert refused["status"] == 405

@@ -28,8 +28,8 @@ The series (``route``: ``chat.completions``, ``responses``, ``completions``, ``c
 
 Whole (non-streaming) answers count in ``tokens_total`` and ``upstream_errors_total``
 only: they are not streams. With several worker processes, set
-``PROMETHEUS_MULTIPROC_DIR`` before they start and expose a
-``MultiProcessCollector`` registry: the gauge sums the live workers
+``PROMETHEUS_MULTIPROC_DIR`` before they start and serve :meth:`PrometheusMetrics.asgi_app`:
+any worker answers with the sums over all of them, the gauge over the live ones
 (``docs/observability.md``).
 """
 
@@ -43,6 +43,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from ..observer import Observer, StreamStart, StreamWatch
 from ..outcome import Outcome
+from .exposition import MetricsApp
 from .labels import model_label, outcome_label, upstream_error_status
 
 __all__ = ["PrometheusMetrics"]
@@ -202,6 +203,17 @@ class PrometheusMetrics(Observer):
 
     def __repr__(self) -> str:
         return f"PrometheusMetrics(registry={self.registry!r})"
+
+    def asgi_app(self) -> MetricsApp:
+        """The ``/metrics`` endpoint: an ASGI app serving the registry's Prometheus text,
+        or, with ``PROMETHEUS_MULTIPROC_DIR`` set, the sums over every worker process
+        (dead workers' gauges dropped; see :mod:`streamrelay.metrics.exposition`).
+
+        ::
+
+            app = Starlette(routes=[Mount("/ai", relay), Mount("/metrics", metrics.asgi_app())])
+        """
+        return MetricsApp(self.registry)
 
     def stream_started(self, start: StreamStart) -> StreamWatch | None:
         series = self.series
