@@ -43,6 +43,7 @@ def server(upstream: str, registry: CollectorRegistry) -> Iterator[str]:
         store=MemoryStore(),
         stream=StreamSettings(heartbeat=0.05),
     )
+    usage = StreamRelay(Upstream(upstream, api_key=RELAY_KEY), metrics=metrics, include_usage=True)
     json_logs = StreamRelay(
         Upstream(upstream, api_key=RELAY_KEY), stream=StreamSettings(log_format="json")
     )
@@ -52,6 +53,7 @@ def server(upstream: str, registry: CollectorRegistry) -> Iterator[str]:
             Mount("/ai", relay),
             Mount("/stored", stored),
             Mount("/json", json_logs),
+            Mount("/usage", usage),
         ]
     )
     with ServerThread(app) as running:
@@ -305,3 +307,44 @@ def test_json_log_lines_parse(
     assert line["request_id"] == rid and line["format"] == "sse"
     assert line["output_tokens"] is None or line["output_tokens"] >= 0
     assert line["events"] > 0 and line["ttft_ms"] >= 0
+
+
+def test_include_usage_counts_tokens_for_clients_that_did_not_ask(
+    server: str, client: httpx.Client, sim: Simulator
+) -> None:
+    before = scrape(client, server)
+    sdk = openai.OpenAI(base_url=server + "/usage", api_key="unused", max_retries=0)
+    chunks = list(
+        sdk.chat.completions.create(
+            model="sim-1",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+            extra_body={"simulator": {"tokens": 6}},
+        )
+    )
+    # the relay asked upstream; the client, which did not, gets no usage-only chunk
+    sent = sim.requests[-1].json()
+    assert sent["stream_options"] == {"include_usage": True}
+    assert chunks and all(chunk.choices for chunk in chunks)
+    expected = sim.completion(sent)["usage"]
+    # a client that asked gets it as usual
+    asked = list(
+        sdk.chat.completions.create(
+            model="sim-1",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"simulator": {"tokens": 6}},
+        )
+    )
+    assert asked[-1].usage is not None and not asked[-1].choices
+    assert asked[-1].usage.completion_tokens == expected["completion_tokens"]
+    # an ndjson client sees the usage event
+    out = fetch(client, server + "/usage/chat/completions", chat_body(tokens=6), fmt="ndjson")
+    assert [e for e in out.events if e["type"] == "usage"]
+    started = total(before, "streamrelay_streams_started_total") + 3
+    after = settle(client, server, streamrelay_streams_finished_total=started)
+    output = total(after, "streamrelay_tokens_total", type="output") - total(
+        before, "streamrelay_tokens_total", type="output"
+    )
+    assert output == 3 * expected["completion_tokens"]

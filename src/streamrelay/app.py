@@ -106,6 +106,7 @@ class _Call:
     slot: _Slot | None
     request_id: str
     model: str | None
+    hide_usage: bool = False  # the relay asked for usage, the OpenAI-wire client did not
     chat: str | None = None  # the AI SDK chat it belongs to (for its resume route)
     message_id: str | None = None  # the AI SDK message the answer continues, if any
     run: tuple[str, str, str | None] | None = None  # AG-UI's threadId, runId, protocolVersion
@@ -166,6 +167,11 @@ class StreamRelay:
             it always finishes).
         default_model: the model of the front-end routes (``POST /chat``, ``POST
             /ag-ui``) when their body names none (``allowed_models`` still applies).
+        include_usage: ask the upstream for token usage on every streamed chat and
+            completions call (``stream_options.include_usage``), so that outcomes, logs
+            and metrics count every stream's tokens, not only those of clients that
+            asked. An OpenAI-wire client that did not ask does not see the usage chunk.
+            Off by default: some OpenAI-compatible servers refuse ``stream_options``.
         metrics: an :class:`~streamrelay.observer.Observer`, or a list of them, that
             follow every stream and whole answer:
             :class:`~streamrelay.metrics.PrometheusMetrics`,
@@ -192,6 +198,7 @@ class StreamRelay:
         store: Store | None = None,
         linger: float | None = 30.0,
         default_model: str | None = None,
+        include_usage: bool = False,
         metrics: Observer | Iterable[Observer] | None = None,
     ) -> None:
         self.upstream = upstream if isinstance(upstream, Upstream) else Upstream(upstream)
@@ -228,6 +235,9 @@ class StreamRelay:
         if default_model is not None and (not isinstance(default_model, str) or not default_model):
             raise ConfigurationError(f"default_model must be a model name, got {default_model!r}")
         self.default_model = default_model
+        if not isinstance(include_usage, bool):
+            raise ConfigurationError(f"include_usage must be True or False, got {include_usage!r}")
+        self.include_usage = include_usage
         self.observers = observers_of(metrics)
         self._server: tuple[str, int] = (self.upstream.host, self.upstream.port)
         self._streams: Counter[Hashable] = Counter()
@@ -349,6 +359,9 @@ class StreamRelay:
             fmt = self.default_format or "openai"
         if fmt is not None:
             body["stream"] = True  # a request that names a format is always streamed
+        hide_usage = False
+        if fmt is not None and self.include_usage and route.upstream != "/responses":
+            hide_usage = _ask_usage(body) and fmt == "openai"
         # Built once per request and held for the stream's life: the stdlib's
         # exact-size bytes, not orjson's (which keeps a 4 KiB buffer per result).
         payload = json.dumps(body, separators=(",", ":")).encode()
@@ -376,6 +389,7 @@ class StreamRelay:
             chat=_chat_key(principal, chat) if isinstance(chat, str) and chat else None,
             request_id=_http.request_id(scope),
             model=body.get("model") if isinstance(body.get("model"), str) else None,
+            hide_usage=hide_usage,
             message_id=context.get("message_id"),
             run=context.get("run"),
         )
@@ -806,6 +820,11 @@ def _encoder(call: _Call) -> Encoder:
 
         return AISDKEncoder(now=now, message_id=call.message_id)
     encoder = encoder_for(call.format, now=now)
+    if call.hide_usage:
+        from .formats.openai import OpenAIEncoder
+
+        if isinstance(encoder, OpenAIEncoder):
+            encoder.hide_usage()
     if call.run is not None:
         from .formats.ag_ui import AGUIEncoder
 
@@ -862,6 +881,18 @@ def _asked(scope: Scope) -> str | None:
         raise RequestRejected(
             406, str(exc), code="unsupported_format", headers={"vary": "accept"}
         ) from None
+
+
+def _ask_usage(body: dict[str, Any]) -> bool:
+    """Ask for usage in ``body``'s ``stream_options``; whether it had not asked itself."""
+    options = body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") is True:
+        return False
+    body["stream_options"] = {
+        **(options if isinstance(options, dict) else {}),
+        "include_usage": True,
+    }
+    return True
 
 
 def _cap_tokens(body: dict[str, Any], cap: int, keys: tuple[str, ...]) -> None:

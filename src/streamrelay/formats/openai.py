@@ -60,6 +60,13 @@ class OpenAIEncoder(Encoder):
         self._model = ""
         self._created = int(now)
         self._named = False  # a Responses stream: typed events, no [DONE]
+        self._hide_usage = False
+
+    def hide_usage(self) -> None:
+        """Leave out the usage-only chunk (``"choices": []``): the relay asked the
+        upstream for usage on its own account (``StreamRelay(include_usage=True)``), and
+        a client that did not ask may index ``choices[0]`` of every chunk."""
+        self._hide_usage = True
 
     def encode(self, events: Sequence[Event], raw: str | None) -> bytes:
         """``raw`` as a ``data:`` event when given, else chunks built from ``events``.
@@ -69,6 +76,8 @@ class OpenAIEncoder(Encoder):
         for event in events:
             if type(event) is Error:
                 return self._error(event)
+        if self._hide_usage and len(events) == 1 and type(events[0]) is Usage:
+            return b""
         if raw is not None:
             out = _data(raw)
             if events and type(events[-1]) is Done and raw != "[DONE]" and not self._named:
