@@ -111,6 +111,22 @@ def streamrelay_app(upstream: str, transport: Any = "auto") -> ASGIApp:
     return Starlette(routes=[Mount("/v1", app=relay)])
 
 
+def streamrelay_bare_app(upstream: str) -> ASGIApp:
+    """streamrelay as the server's app, under ``/v1`` by ``streamrelay.dispatch.mount_asgi``
+    (no Starlette: what Starlette's ``Mount`` and its middleware cost per token)."""
+    from streamrelay import StreamRelay, StreamSettings, Upstream
+    from streamrelay.dispatch import mount_asgi
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    relay = StreamRelay(Upstream(upstream, api_key="bench"), stream=StreamSettings(heartbeat=None))
+    return mount_asgi(not_found, {"/v1": relay})
+
+
 def streamrelay_memory_store_app(upstream: str) -> ASGIApp:
     """streamrelay with resumable streams in memory (``store=MemoryStore()``)."""
     from streamrelay.stores import MemoryStore
@@ -439,6 +455,9 @@ RELAYS: tuple[Relay, ...] = (
         "streamrelay-openai", "streamrelay openai", "ours", _SR, "?format=openai", ("streamrelay",)
     ),
     Relay(
+        "streamrelay-ai-sdk", "streamrelay ai-sdk", "ours", _SR, "?format=ai-sdk", ("streamrelay",)
+    ),
+    Relay(
         "reference",
         "hand-written (openai SDK + StreamingResponse)",
         "peer",
@@ -506,6 +525,15 @@ RELAYS: tuple[Relay, ...] = (
         "bench.relays:streamrelay_metrics_app",
         "?format=ndjson",
         ("prometheus_client", "streamrelay.metrics.prometheus"),
+        baseline=_NDJSON,
+    ),
+    Relay(
+        "streamrelay-ndjson-bare",
+        "streamrelay ndjson, no Starlette (mount_asgi)",
+        "extra",
+        "bench.relays:streamrelay_bare_app",
+        "?format=ndjson",
+        ("streamrelay.dispatch",),
         baseline=_NDJSON,
     ),
     Relay(
