@@ -186,38 +186,26 @@ class _Guarded(StreamWatch):
         self.watches = watches
         self.failed: set[str] = set()
 
-    def _failure(self, hook: str, watch: StreamWatch) -> None:
-        if hook not in self.failed:
-            self.failed.add(hook)
-            logger.exception("the stream watch %r failed in %s()", watch, hook)
+    def _each(self, hook: str, *args: object) -> None:
+        for watch in self.watches:
+            try:
+                getattr(watch, hook)(*args)
+            except Exception:
+                if hook not in self.failed:
+                    self.failed.add(hook)
+                    logger.exception("the stream watch %r failed in %s()", watch, hook)
 
     def first_token(self, seconds: float) -> None:
-        for watch in self.watches:
-            try:
-                watch.first_token(seconds)
-            except Exception:
-                self._failure("first_token", watch)
+        self._each("first_token", seconds)
 
     def heartbeat(self, gap: float) -> None:
-        for watch in self.watches:
-            try:
-                watch.heartbeat(gap)
-            except Exception:
-                self._failure("heartbeat", watch)
+        self._each("heartbeat", gap)
 
     def overhead(self, seconds: float) -> None:
-        for watch in self.watches:
-            try:
-                watch.overhead(seconds)
-            except Exception:
-                self._failure("overhead", watch)
+        self._each("overhead", seconds)
 
     def finished(self, outcome: Outcome) -> None:
-        for watch in self.watches:
-            try:
-                watch.finished(outcome)
-            except Exception:
-                self._failure("finished", watch)
+        self._each("finished", outcome)
 
 
 def observers_of(metrics: Observer | Iterable[Observer] | None) -> Observers | None:
