@@ -349,7 +349,7 @@ def render_results(results: dict[str, Any], chart: str | None) -> str:
     if chart:
         parts += [f"![benchmark chart](img/{chart})", ""]
     parts += [
-        "### Targets (streamrelay ndjson and sse, and the options' costs)",
+        "### Targets (issue 16: CPU per format, latency, memory, capacity, and the options' costs)",
         "",
         targets_table(results),
         "",
