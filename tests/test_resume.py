@@ -307,7 +307,9 @@ def test_a_stream_nobody_comes_back_for_is_abandoned_after_the_linger(
     conn.close()
     assert sim.stats.wait(timeout=5, cancelled=1)
     waited = time.monotonic() - left
-    assert 0.9 < waited < 2.0, waited  # linger=1.0, beats every 0.5 s
+    # linger=1.0, beats every 0.5 s: abandoned between 1 and 2 beats after the linger
+    # (plus scheduling slack on a busy machine), never at once and never much later
+    assert 0.9 < waited < 2.5, waited
     out = fetch(client, relay + f"/mem/streams/{stream_id}", fmt="ndjson", method="GET")
     assert out.error is not None and out.error["code"] == "abandoned"
 
