@@ -85,10 +85,9 @@ async def relay_answer(
     ``streaming=False``), which ``observer`` gets too.
     """
     exchange = _Exchange(send, settings, headers)
-    if start is None:
-        start = StreamStart("", "json", streaming=False)
-    exchange.start = start
-    watch = observers.start(start) if observers is not None else None
+    if start is not None:
+        exchange.start = start
+    watch = observers.start(exchange.start) if observers is not None else None
     try:
         await exchange.run(call, wait_disconnect)
     finally:

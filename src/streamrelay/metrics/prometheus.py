@@ -36,7 +36,7 @@ any worker answers with the sums over all of them, the gauge over the live ones
 from __future__ import annotations
 
 import weakref
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -228,31 +228,36 @@ class PrometheusMetrics(Observer):
         return _StreamWatch(series, model)
 
 
-def _count_tokens(series: _Series, outcome: Outcome, model: str | None) -> None:
-    usage = outcome.usage
-    if usage is None:
-        return
-    labels: Sequence[str]
-    for kind, count in (("input", usage.prompt_tokens), ("output", usage.completion_tokens)):
-        if count:
-            labels = (kind,) if model is None else (kind, model)
-            series.tokens.labels(*labels).inc(count)
+class _AnswerWatch(StreamWatch):
+    """A whole answer: its tokens and failures count, it is not a stream."""
 
-
-def _count_failure(series: _Series, outcome: Outcome) -> None:
-    status = upstream_error_status(outcome)
-    if status is not None:
-        series.upstream_errors.labels(status).inc()
-    if outcome.upstream_cancelled:
-        series.cancelled.inc()
-
-
-class _StreamWatch(StreamWatch):
     __slots__ = ("model", "series")
 
     def __init__(self, series: _Series, model: str | None) -> None:
         self.series = series
         self.model = model
+
+    def finished(self, outcome: Outcome) -> None:
+        series, usage = self.series, outcome.usage
+        if usage is not None:
+            for kind, count in (
+                ("input", usage.prompt_tokens),
+                ("output", usage.completion_tokens),
+            ):
+                if count:
+                    labels = (kind,) if self.model is None else (kind, self.model)
+                    series.tokens.labels(*labels).inc(count)
+        status = upstream_error_status(outcome)
+        if status is not None:
+            series.upstream_errors.labels(status).inc()
+        if outcome.upstream_cancelled:
+            series.cancelled.inc()
+
+
+class _StreamWatch(_AnswerWatch):
+    """A stream: what a whole answer counts, and the stream series."""
+
+    __slots__ = ()
 
     def first_token(self, seconds: float) -> None:
         self.series.ttft.observe(seconds)
@@ -268,19 +273,4 @@ class _StreamWatch(StreamWatch):
         series.active.dec()
         series.finished.labels(outcome.route, outcome.format, outcome_label(outcome.ending)).inc()
         series.duration.observe(outcome.duration)
-        _count_tokens(series, outcome, self.model)
-        _count_failure(series, outcome)
-
-
-class _AnswerWatch(StreamWatch):
-    """A whole answer: its tokens and failures count, it is not a stream."""
-
-    __slots__ = ("model", "series")
-
-    def __init__(self, series: _Series, model: str | None) -> None:
-        self.series = series
-        self.model = model
-
-    def finished(self, outcome: Outcome) -> None:
-        _count_tokens(self.series, outcome, self.model)
-        _count_failure(self.series, outcome)
+        super().finished(outcome)

@@ -353,10 +353,7 @@ class Upstream:
         """
         transport = self._resolved_transport()
         headers = dict(self._headers if transport == "httpx" else self._direct_headers)
-        for name, value in self._checked(client_headers):  # every transport alike
-            headers[name] = value
-        for name, value in own_headers:
-            headers[name.lower()] = value
+        self._add(headers, client_headers, own_headers)  # every transport alike
         try:
             source = await self._open(transport, path, body, headers)
         except UpstreamStatusError as exc:
@@ -383,8 +380,7 @@ class Upstream:
             if name not in ("content-type", "accept")
         }
         headers["accept"] = "application/json"
-        for name, value in self._checked(client_headers):
-            headers[name] = value
+        self._add(headers, client_headers)
         status, answer_headers, body = await httpx_impl.get(
             self.client or self._own_httpx(), self._prefix + path + self._query, headers
         )
@@ -411,10 +407,7 @@ class Upstream:
         """
         headers = dict(self._headers)
         headers["accept"] = "application/json"
-        for name, value in self._checked(client_headers):
-            headers[name] = value
-        for name, value in own_headers:
-            headers[name.lower()] = value
+        self._add(headers, client_headers, own_headers)
         status, answer_headers, answer = await httpx_impl.post(
             self.client or self._own_httpx(),
             self._prefix + path + self._query,
@@ -427,6 +420,19 @@ class Upstream:
             answer = redact(answer, self.secrets)
             kept = [(k, redact(v.encode(), self.secrets).decode()) for k, v in kept]
         return status, kept, answer
+
+    def _add(
+        self,
+        headers: dict[str, str],
+        client_headers: Iterable[tuple[str, str]],
+        own_headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Add to ``headers`` the forwarded client headers (checked), then the relay's
+        own, which win."""
+        for name, value in self._checked(client_headers):
+            headers[name] = value
+        for name, value in own_headers:
+            headers[name.lower()] = value
 
     def _checked(self, client_headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The forwarded client headers, each checked for what HTTP/1.1 can carry."""
