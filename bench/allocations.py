@@ -25,7 +25,7 @@ from typing import Any
 import uvicorn
 
 from bench.common import raise_fd_limit, run_async
-from bench.relays import streamrelay_app
+from bench.relays import build_app, find, streamrelay_app
 
 _BODY = json.dumps(
     {
@@ -36,12 +36,12 @@ _BODY = json.dumps(
 ).encode()
 
 
-async def _open_stream(port: int, fmt: str, held: list[Any]) -> None:
+async def _open_stream(port: int, target: str, held: list[Any]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
-        b"POST /v1/chat/completions?format=%s HTTP/1.1\r\nhost: bench\r\n"
+        b"POST %s HTTP/1.1\r\nhost: bench\r\n"
         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-        % (fmt.encode(), len(_BODY), _BODY)
+        % (target.encode(), len(_BODY), _BODY)
     )
     await reader.readuntil(b"\r\n\r\n")
     await reader.read(100)  # the first token: the stream is open and holding
@@ -54,7 +54,14 @@ def _where(frame: tracemalloc.Frame) -> str:
 
 
 async def _main(args: argparse.Namespace, upstream_port: int) -> None:
-    app = streamrelay_app(f"http://127.0.0.1:{upstream_port}/v1", args.transport)
+    upstream = f"http://127.0.0.1:{upstream_port}/v1"
+    if args.relay is None:
+        app = streamrelay_app(upstream, args.transport)
+        target = f"/v1/chat/completions?format={args.format}"
+        what = f"{args.transport} transport, {args.format}"
+    else:
+        relay = find(args.relay)
+        app, target, what = build_app(relay.factory, upstream), relay.target, relay.name
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", lifespan="off", http="httptools")
     )
@@ -62,14 +69,12 @@ async def _main(args: argparse.Namespace, upstream_port: int) -> None:
     relay_port = sock.getsockname()[1]
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     held: list[Any] = []
-    await asyncio.gather(*(_open_stream(relay_port, args.format, held) for _ in range(args.warm)))
+    await asyncio.gather(*(_open_stream(relay_port, target, held) for _ in range(args.warm)))
     await asyncio.sleep(0.5)
     gc.collect()
     tracemalloc.start(40)
     before = tracemalloc.take_snapshot()
-    await asyncio.gather(
-        *(_open_stream(relay_port, args.format, held) for _ in range(args.streams))
-    )
+    await asyncio.gather(*(_open_stream(relay_port, target, held) for _ in range(args.streams)))
     await asyncio.sleep(0.5)
     gc.collect()
     after = tracemalloc.take_snapshot()
@@ -79,11 +84,16 @@ async def _main(args: argparse.Namespace, upstream_port: int) -> None:
     for stat in after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "traceback"):
         frames = list(stat.traceback)  # oldest first
         ours = [f for f in frames if "/streamrelay/" in f.filename]
-        key = _where(ours[-1]) if ours else _where(frames[-1]).split("/")[0] + " (host/server)"
+        if ours:
+            key = _where(ours[-1])
+        elif args.host_lines:
+            key = _where(frames[-1]) + " (host/server)"
+        else:
+            key = _where(frames[-1]).split("/")[0] + " (host/server)"
         sizes[key] += stat.size_diff
     total = sum(sizes.values())
     print(
-        f"{args.transport} transport, {args.format}: {total / args.streams / 1024:.1f} KiB "
+        f"{what}: {total / args.streams / 1024:.1f} KiB "
         f"of Python memory per open stream ({args.streams} streams)"
     )
     for key, size in sizes.most_common(args.top):
@@ -102,6 +112,16 @@ def main() -> None:
         "--transport", default="auto", choices=["auto", "native", "aiohttp", "httpx"]
     )
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--host-lines",
+        action="store_true",
+        help="group the server's and host framework's memory by line, not by library",
+    )
+    parser.add_argument(
+        "--relay",
+        help="measure this benchmark relay instead (floor, sse-starlette, ...: "
+        "python -m bench --help lists them); --format and --transport are then ignored",
+    )
     args = parser.parse_args()
     raise_fd_limit()
     upstream = subprocess.Popen(

@@ -19,6 +19,22 @@ Two tasks run per stream, inside one task group whose scope is ``outer``:
   encode and a send. When a deadline falls due it sends a heartbeat, or *cuts*
   the pump (idle or send timeout) by cancelling ``pump_scope``.
 
+That is the portable form, on anyio (trio, and streams with a store). Under
+asyncio (Python 3.11 and later) a stream without a store uses asyncio's own
+parts instead, the same design at a fifth of the memory (anyio's task group,
+task wrapper and cancel scopes cost about 7 KiB per open stream,
+``python -m bench.allocations``), see :meth:`_Stream.run_on_asyncio`:
+
+* the monitor is a plain task awaiting the client's ``http.disconnect``, plus a
+  timer (``loop.call_later``) at the next deadline, which runs
+  :meth:`_Stream.tick`; a heartbeat falling due gets a short task of its own;
+* cancelling ``outer`` or ``pump_scope`` is ``task.cancel()`` of the pump's own
+  task, flagged first (``outer_cancelled``, ``pump_cancelled``); the region it
+  was meant for catches the ``CancelledError`` and swallows it only when
+  ``task.uncancel()`` says no one else (the server) cancelled too. A region
+  only accepts cancels while the task is inside it (``in_pump``,
+  ``outer_open``), which is what a closed cancel scope does.
+
 Who cancels what:
 
 * the client leaving (the monitor's receive, or an ``OSError`` from ``send``)
@@ -65,13 +81,15 @@ and one overhead sample in :data:`~streamrelay.observer.OVERHEAD_SAMPLE_EVERY` r
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from time import monotonic
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from starlette.types import Send
@@ -167,22 +185,16 @@ async def run_stream(
     encoder = encoder or encoder_for(format, now=time.time())
     stream = _Stream(send, encoder, settings, recording, after, start)
     stream.observers = observers
-    crash: Exception | None = None
-    declined = False
+    task = _asyncio_task() if recording is None else None
     try:
-        async with anyio.create_task_group() as tg:
-            stream.outer = tg.cancel_scope
-            stream.tg = tg
-            tg.start_soon(stream.monitor, wait_disconnect)
-            try:
-                await stream.run(open_source, headers)
-            except Declined as declined_by:
-                declined = True
-                stream.declined(declined_by)
-            except Exception as exc:  # re-raised outside the task group, unwrapped
-                crash = exc
-                stream.end(Ending.CRASHED, type(exc).__name__)
-            stream.stop_side_tasks()
+        if task is not None:
+            await stream.run_on_asyncio(task, wait_disconnect, open_source, headers)
+        else:
+            async with anyio.create_task_group() as tg:
+                stream.outer = tg.cancel_scope
+                stream.tg = tg
+                tg.start_soon(stream.monitor, wait_disconnect)
+                await stream.main(open_source, headers)
     finally:
         # Also when the server cancels us before the stream opened: then the
         # ending is still unset, and the observer still hears of it.
@@ -190,14 +202,14 @@ async def run_stream(
         outcome = stream.outcome()
         if stream.watch is not None:
             stream.watch.finished(outcome)
-        if not declined:
-            log_outcome(outcome, crash, settings.log_format)
+        if not stream.is_declined:
+            log_outcome(outcome, stream.crash, settings.log_format)
             if observer is not None:
                 await observe(observer, outcome)
-    if declined:
+    if stream.is_declined:
         return None
-    if crash is not None:
-        raise crash
+    if stream.crash is not None:
+        raise stream.crash
     abort = stream.abort_reason()
     if abort is not None:
         raise StreamAborted(abort)
@@ -215,33 +227,64 @@ class Declined(Exception):
         self.status = status
 
 
+def _asyncio_task() -> asyncio.Task[Any] | None:
+    """The running asyncio task, when the engine may use asyncio's own parts; ``None``
+    under trio, or on Python 3.10, whose tasks cannot ``uncancel()``."""
+    if sys.version_info < (3, 11):
+        return None
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no asyncio loop: trio
+        return None
+    if task is None or not hasattr(task, "uncancel"):  # a loop's own task type
+        return None
+    return task
+
+
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    """``task.uncancel()``: how many cancels are still pending (asyncio's parts need 3.11)."""
+    if sys.version_info >= (3, 11):
+        return task.uncancel()
+    raise NotImplementedError  # pragma: no cover - _asyncio_task() gave no task
+
+
 class _Stream:
     """One stream's state; see the module's theory of operation."""
 
     __slots__ = (
         "after",
+        "beat_task",
         "beating",
         "bytes_out",
         "cancelled",
         "clock",
         "code",
+        "crash",
         "cut",
         "detached",
         "encoder",
         "ending",
         "halt",
         "heartbeats",
+        "in_pump",
+        "is_declined",
         "monitor_stopped",
         "observers",
         "outer",
+        "outer_cancelled",
+        "outer_open",
+        "pump_cancelled",
         "pump_scope",
+        "receiver",
         "recording",
         "send",
         "settings",
         "start",
         "started_at",
         "status",
+        "task",
         "tg",
+        "timer",
         "transcoder",
         "ttfb",
         "ttft",
@@ -298,12 +341,62 @@ class _Stream:
         self.pump_scope: anyio.CancelScope | None = None
         self.wake_scope: anyio.CancelScope | None = None  # the monitor's current wait
         self.monitor_stopped = False
+        self.crash: Exception | None = None  # what the source (or a side task) raised
+        self.is_declined = False  # open_source answered the request itself
+        # asyncio's own parts (run_on_asyncio); ``task`` stays None on the anyio path
+        self.task: asyncio.Task[Any] | None = None
+        self.receiver: asyncio.Future[Any] | None = None  # awaits the client's disconnect
+        self.timer: asyncio.TimerHandle | None = None  # the next deadline
+        self.beat_task: asyncio.Task[None] | None = None  # a heartbeat being sent
+        self.outer_open = False  # ``task`` may be cancelled for the client leaving
+        self.outer_cancelled = False
+        self.in_pump = False  # ``task`` may be cancelled to cut the pump
+        self.pump_cancelled = False
 
     def end(self, ending: Ending, code: str | None = None) -> None:
         """Record how the stream ended; the first ending recorded stands."""
         if self.ending is None:
             self.ending = ending
             self.code = code
+
+    # the two ways to run ---------------------------------------------------------
+
+    async def main(
+        self, open_source: Callable[[], Awaitable[Source]], headers: Sequence[tuple[bytes, bytes]]
+    ) -> None:
+        """The pump's whole life, inside ``outer``."""
+        try:
+            await self.run(open_source, headers)
+        except Declined as declined:
+            self.is_declined = True
+            self.declined(declined)
+        except Exception as exc:  # re-raised by run_stream at the very end, unwrapped
+            self.crash = exc
+            self.end(Ending.CRASHED, type(exc).__name__)
+        self.stop_side_tasks()
+
+    async def run_on_asyncio(
+        self,
+        task: asyncio.Task[Any],
+        wait_disconnect: Callable[[], Awaitable[Any]],
+        open_source: Callable[[], Awaitable[Source]],
+        headers: Sequence[tuple[bytes, bytes]],
+    ) -> None:
+        """:meth:`main` with asyncio's own parts instead of a task group (see the module)."""
+        self.task = task
+        self.outer_open = True
+        self.receiver = receiver = asyncio.ensure_future(wait_disconnect())
+        receiver.add_done_callback(self._receiver_done)
+        try:
+            await self.main(open_source, headers)
+        except asyncio.CancelledError:
+            if not self.outer_cancelled or _uncancel(task) > 0:
+                raise  # the server's cancel, not (only) ours
+        finally:
+            self.outer_open = False
+            self.stop_side_tasks()
+            if self.beat_task is not None:
+                self.beat_task.cancel()
 
     # the pump -------------------------------------------------------------------
 
@@ -354,8 +447,7 @@ class _Stream:
             self.clock.open(monotonic())
             self._wake_monitor()
             try:
-                with anyio.CancelScope() as self.pump_scope:
-                    await self.pump(source)
+                await self.cuttable_pump(source)
                 # Stop the monitor first: a heartbeat after the final message is illegal.
                 # (The client may still leave; the final send then fails and says so.)
                 self.stop_monitor()
@@ -368,6 +460,7 @@ class _Stream:
                     await self.shut_down()
                 raise
         finally:
+            self.outer_open = False  # the closing below is shielded from the client leaving
             if source is not None:
                 complete = self.transcoder.terminated and self.transcoder.error is None
                 self.cancelled = (
@@ -425,6 +518,46 @@ class _Stream:
             type="upstream_error",
         )
         return None
+
+    async def cuttable_pump(self, source: Source) -> None:
+        """:meth:`pump` inside ``pump_scope``: the monitor may cut it (a timeout)."""
+        task = self.task
+        if task is None:
+            with anyio.CancelScope() as self.pump_scope:
+                await self.pump(source)
+            return
+        self.in_pump = True
+        try:
+            await self.pump(source)
+        except asyncio.CancelledError:
+            if not self.pump_cancelled or _uncancel(task) > 0:
+                raise  # the client left, or the server cancels: not a cut
+        finally:
+            self.in_pump = False
+
+    def cut_pump(self) -> None:
+        """Cancel ``pump_scope``; the pump then writes the ending."""
+        task = self.task
+        if task is None:
+            if self.pump_scope is not None:
+                self.pump_scope.cancel()
+        elif self.in_pump and not self.pump_cancelled:
+            self.pump_cancelled = True
+            task.cancel()
+
+    def cancel_outer(self) -> None:
+        """Cancel ``outer``: everything stops (the client left, or a side task failed)."""
+        task = self.task
+        if task is None:
+            assert self.outer is not None
+            self.outer.cancel()
+            return
+        self.stop_monitor()
+        if self.beat_task is not None:
+            self.beat_task.cancel()
+        if self.outer_open and not self.outer_cancelled:
+            self.outer_cancelled = True
+            task.cancel()
 
     async def pump(self, source: Source) -> None:
         t = self.transcoder
@@ -591,22 +724,17 @@ class _Stream:
 
     async def monitor(self, wait_disconnect: Callable[[], Awaitable[Any]]) -> None:
         """The side task: waits for the client to leave, with the next deadline as timeout."""
-        clock = self.clock
         while not self.monitor_stopped:
             if self.detached:
                 await self._detached_monitor()
                 return
             wake = math.inf
             if self.cut is None:
-                due, wake = clock.due(monotonic())
-                if due is Due.HEARTBEAT:
+                check = self.check()
+                if check is Due.HEARTBEAT:
                     await self._heartbeat()
                     continue
-                if due is not None:
-                    self.cut = due
-                    if self.pump_scope is not None:
-                        self.pump_scope.cancel()
-                    continue
+                wake = check
             with anyio.move_on_after(max(wake - monotonic(), 0.001)) as self.wake_scope:
                 await wait_disconnect()
                 self.client_gone()
@@ -623,14 +751,70 @@ class _Stream:
             due, wake = clock.due(monotonic())
             if due is not None and self.cut is None:
                 self.cut = due
-                if self.pump_scope is not None:
-                    self.pump_scope.cancel()
+                self.cut_pump()
                 return
             with anyio.move_on_after(max(wake - monotonic(), 0.001)) as self.wake_scope:
                 await anyio.sleep_forever()
 
+    def check(self) -> Literal[Due.HEARTBEAT] | float:
+        """The monitor's decision, now: :attr:`Due.HEARTBEAT` (to send one), else when
+        to look again, after cutting the pump if a timeout fell due."""
+        due, wake = self.clock.due(monotonic())
+        if due is None:
+            return wake
+        if due is Due.HEARTBEAT:
+            return Due.HEARTBEAT
+        self.cut = due
+        self.cut_pump()
+        return math.inf
+
+    def tick(self) -> None:
+        """The monitor under asyncio: act on what is due, then set the timer for the
+        next look (called by that timer, and whenever the deadlines change)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.monitor_stopped or self.cut is not None or self.beat_task is not None:
+            return
+        check = self.check()
+        assert self.task is not None
+        loop = self.task.get_loop()
+        if check is Due.HEARTBEAT:
+            self.beat_task = beat = loop.create_task(self._beat())
+            beat.add_done_callback(self._side_done)
+        elif check != math.inf:
+            self.timer = loop.call_later(max(check - monotonic(), 0.001), self.tick)
+
+    async def _beat(self) -> None:
+        try:
+            await self._heartbeat()
+        finally:
+            self.beat_task = None
+        self.tick()
+
+    def _receiver_done(self, receiver: asyncio.Future[Any]) -> None:
+        if not receiver.cancelled() and receiver.exception() is None:
+            self.client_gone()
+        else:
+            self._side_done(receiver)
+
+    def _side_done(self, side: asyncio.Future[Any]) -> None:
+        """A side task under asyncio failed: the stream crashes with its exception, as a
+        task group would end it."""
+        if side.cancelled():
+            return
+        exc = side.exception()
+        if exc is None:
+            return
+        if self.crash is None and isinstance(exc, Exception):
+            self.crash = exc
+        self.end(Ending.CRASHED, type(exc).__name__)
+        self.cancel_outer()
+
     def _wake_monitor(self) -> None:
-        if self.wake_scope is not None:
+        if self.task is not None:
+            self.tick()
+        elif self.wake_scope is not None:
             self.wake_scope.cancel()
 
     def stop_monitor(self) -> None:
@@ -638,6 +822,8 @@ class _Stream:
         heartbeat being sent."""
         self.monitor_stopped = True
         self._wake_monitor()
+        if self.receiver is not None:
+            self.receiver.cancel()
         if self.watch_scope is not None:
             self.watch_scope.cancel()
 
@@ -651,8 +837,7 @@ class _Stream:
             return
         # Not after the end: servers report a disconnect then too.
         self.end(Ending.CLIENT_DISCONNECTED, "client_disconnected")
-        assert self.outer is not None
-        self.outer.cancel()
+        self.cancel_outer()
 
     async def _writer(self, recording: Recording) -> None:
         with anyio.CancelScope() as self.writer_scope:
@@ -675,8 +860,7 @@ class _Stream:
         """The watch ends a stored stream (a stop, or no reader in time)."""
         if self.halt is None and self.ending is None:
             self.halt = why
-            if self.pump_scope is not None:
-                self.pump_scope.cancel()
+            self.cut_pump()
 
     async def _heartbeat(self) -> None:
         # Called only while the pump waits on the upstream; if the pump gets data
@@ -697,8 +881,7 @@ class _Stream:
         clock.sent(monotonic(), waited_on_client=False)
         if scope.cancelled_caught:
             self.cut = Due.SEND_TIMEOUT
-            if self.pump_scope is not None:
-                self.pump_scope.cancel()
+            self.cut_pump()
 
     # the end --------------------------------------------------------------------
 

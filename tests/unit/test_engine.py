@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from streamrelay import pipeline
 from streamrelay.config import StreamSettings
 from streamrelay.errors import UpstreamStatusError, UpstreamUnavailable
 from streamrelay.events import Usage
@@ -28,9 +29,13 @@ pytestmark = pytest.mark.anyio
 QUIET = StreamSettings(heartbeat=None)
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Every engine test runs under asyncio and under trio."""
+@pytest.fixture(params=["asyncio", "asyncio-portable", "trio"])
+def anyio_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every engine test runs under asyncio with asyncio's own parts, under asyncio on
+    the portable (anyio) path that trio and stored streams take, and under trio."""
+    if request.param == "asyncio-portable":
+        monkeypatch.setattr(pipeline, "_asyncio_task", lambda: None)
+        return "asyncio"
     return str(request.param)
 
 
