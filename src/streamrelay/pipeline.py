@@ -21,9 +21,9 @@ Two tasks run per stream, inside one task group whose scope is ``outer``:
 
 That is the portable form, on anyio (trio, and streams with a store). Under
 asyncio (Python 3.11 and later) a stream without a store uses asyncio's own
-parts instead, the same design at a fifth of the memory (anyio's task group,
-task wrapper and cancel scopes cost about 7 KiB per open stream,
-``python -m bench.allocations``), see :meth:`_Stream.run_on_asyncio`:
+parts instead: the same design, with about 5 KiB less per open stream (anyio's
+task group, task wrapper and cancel scopes held about 7 KiB of it, ``python -m
+bench.allocations``), see :meth:`_Stream.begin_on_asyncio`:
 
 * the monitor is a plain task awaiting the client's ``http.disconnect``, plus a
   timer (``loop.call_later``) at the next deadline, which runs
@@ -188,7 +188,16 @@ async def run_stream(
     task = _asyncio_task() if recording is None else None
     try:
         if task is not None:
-            await stream.run_on_asyncio(task, wait_disconnect, open_source, headers)
+            # (not a method of its own: every coroutine frame between the task and the
+            # pump costs memory per open stream and time per token)
+            stream.begin_on_asyncio(task, wait_disconnect)
+            try:
+                await stream.main(open_source, headers)
+            except asyncio.CancelledError:
+                if not stream.outer_cancelled or _uncancel(task) > 0:
+                    raise  # the server's cancel, not (only) ours
+            finally:
+                stream.end_on_asyncio()
         else:
             async with anyio.create_task_group() as tg:
                 stream.outer = tg.cancel_scope
@@ -343,7 +352,7 @@ class _Stream:
         self.monitor_stopped = False
         self.crash: Exception | None = None  # what the source (or a side task) raised
         self.is_declined = False  # open_source answered the request itself
-        # asyncio's own parts (run_on_asyncio); ``task`` stays None on the anyio path
+        # asyncio's own parts (begin_on_asyncio); ``task`` stays None on the anyio path
         self.task: asyncio.Task[Any] | None = None
         self.receiver: asyncio.Future[Any] | None = None  # awaits the client's disconnect
         self.timer: asyncio.TimerHandle | None = None  # the next deadline
@@ -375,28 +384,22 @@ class _Stream:
             self.end(Ending.CRASHED, type(exc).__name__)
         self.stop_side_tasks()
 
-    async def run_on_asyncio(
-        self,
-        task: asyncio.Task[Any],
-        wait_disconnect: Callable[[], Awaitable[Any]],
-        open_source: Callable[[], Awaitable[Source]],
-        headers: Sequence[tuple[bytes, bytes]],
+    def begin_on_asyncio(
+        self, task: asyncio.Task[Any], wait_disconnect: Callable[[], Awaitable[Any]]
     ) -> None:
-        """:meth:`main` with asyncio's own parts instead of a task group (see the module)."""
+        """Before :meth:`main` runs in ``task`` with asyncio's own parts instead of a task
+        group (see the module): ``outer`` opens, the disconnect wait starts."""
         self.task = task
         self.outer_open = True
         self.receiver = receiver = asyncio.ensure_future(wait_disconnect())
         receiver.add_done_callback(self._receiver_done)
-        try:
-            await self.main(open_source, headers)
-        except asyncio.CancelledError:
-            if not self.outer_cancelled or _uncancel(task) > 0:
-                raise  # the server's cancel, not (only) ours
-        finally:
-            self.outer_open = False
-            self.stop_side_tasks()
-            if self.beat_task is not None:
-                self.beat_task.cancel()
+
+    def end_on_asyncio(self) -> None:
+        """After :meth:`main`, however it ended: nothing of the stream keeps running."""
+        self.outer_open = False
+        self.stop_side_tasks()
+        if self.beat_task is not None:
+            self.beat_task.cancel()
 
     # the pump -------------------------------------------------------------------
 
@@ -447,7 +450,19 @@ class _Stream:
             self.clock.open(monotonic())
             self._wake_monitor()
             try:
-                await self.cuttable_pump(source)
+                task = self.task
+                if task is None:
+                    with anyio.CancelScope() as self.pump_scope:
+                        await self.pump(source)
+                else:  # the same region with asyncio's parts (inline: a frame less)
+                    self.in_pump = True
+                    try:
+                        await self.pump(source)
+                    except asyncio.CancelledError:
+                        if not self.pump_cancelled or _uncancel(task) > 0:
+                            raise  # the client left, or the server cancels: not a cut
+                    finally:
+                        self.in_pump = False
                 # Stop the monitor first: a heartbeat after the final message is illegal.
                 # (The client may still leave; the final send then fails and says so.)
                 self.stop_monitor()
@@ -518,22 +533,6 @@ class _Stream:
             type="upstream_error",
         )
         return None
-
-    async def cuttable_pump(self, source: Source) -> None:
-        """:meth:`pump` inside ``pump_scope``: the monitor may cut it (a timeout)."""
-        task = self.task
-        if task is None:
-            with anyio.CancelScope() as self.pump_scope:
-                await self.pump(source)
-            return
-        self.in_pump = True
-        try:
-            await self.pump(source)
-        except asyncio.CancelledError:
-            if not self.pump_cancelled or _uncancel(task) > 0:
-                raise  # the client left, or the server cancels: not a cut
-        finally:
-            self.in_pump = False
 
     def cut_pump(self) -> None:
         """Cancel ``pump_scope``; the pump then writes the ending."""
@@ -699,7 +698,12 @@ class _Stream:
         # No await between here and the send: the monitor sees the send phase.
         clock = self.clock
         clock.sending(monotonic())
-        await self._send_raw(body, True)
+        try:  # _send_raw, inline: one coroutine less per token
+            await self.send({"type": "http.response.body", "body": body, "more_body": True})
+        except OSError:
+            self.client_gone()
+            await anyio.lowlevel.checkpoint()
+        self.bytes_out += len(body)
         clock.sent(monotonic())
 
     async def _send_body(self, body: bytes, *, more_body: bool) -> None:

@@ -1,4 +1,4 @@
-"""The engine under asyncio, with asyncio's own parts (``_Stream.run_on_asyncio``).
+"""The engine under asyncio, with asyncio's own parts (``_Stream.begin_on_asyncio``).
 
 A stream without a store needs no task group there: one side task awaits the
 client's disconnect, a timer stands for the next deadline, and the cuts and the
