@@ -28,7 +28,7 @@ from bench.relays import REDIS_ENV, RELAYS, Relay, find
 from bench.runner import PHASES, Bench, Settings, with_overrides
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_PROFILES = ("streamrelay-ndjson", "httpx")
+DEFAULT_PROFILES = ("floor", "streamrelay-ndjson", "httpx")
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
