@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["describe"]
 
 _PACKAGES = (
-    "streamrelay",
+    "streamrelay-asgi",  # streamrelay's distribution
     "uvicorn",
     "uvloop",
     "httptools",
