@@ -12,6 +12,7 @@ cases sleep (ttl and leases of a few tenths of a second).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import subprocess
@@ -463,6 +464,46 @@ async def test_every_key_of_a_stream_shares_one_slot(redis_server: RedisServer) 
         await store.acquire("p", 1)
         assert await store.client.exists(store.slots_key("p")) == 1
         assert store.slots_key("p") == f"{store.prefix}:slots:{{p}}"
+    finally:
+        await store.aclose()
+
+
+@real
+async def test_appends_from_many_streams_travel_in_one_pipeline(redis_server: RedisServer) -> None:
+    """Every stream's writer appends at its own pace; those that meet go in one round trip
+    (``_AppendPipeline``), and each record still lands in its own stream."""
+    store = _redis_store(redis_server)
+    executes = 0
+    make_pipeline = store.client.pipeline
+
+    def counting_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal executes
+            executes += 1
+            return await execute(*args, **kwargs)
+
+        pipe.execute = counted
+        return pipe
+
+    store.client.pipeline = counting_pipeline  # counts round trips; the server is real
+    try:
+        ids = [f"s{i}" for i in range(50)]
+        for stream_id in ids:
+            await store.create(stream_id, principal=None, lease=5)
+        await store.client.script_flush()  # as a restarted server: the script must load
+        assert await store.append("s0", [rec(1, "s0")])
+        assert executes == 2  # NOSCRIPT, then the script loaded and the call sent again
+        executes = 0
+        ids = ids[1:]
+        assert await asyncio.gather(*(store.append(s, [rec(1, s)]) for s in ids)) == [True] * 49
+        assert executes == 1
+        for stream_id in ids:
+            assert list((await store.read(stream_id, 0, wait=0)).records) == [rec(1, stream_id)]
+        assert await store.append("s0", [rec(2, "again")])  # alone: at once, a pipeline of one
+        assert executes == 2
     finally:
         await store.aclose()
 

@@ -42,6 +42,15 @@ at one instant, so ``ended`` is never reported without the records that reach
 it), ``beat`` (renew the lease, drop stale readers, read the stop flag and the
 reader count), ``create``, ``end``, ``stop``, ``attach``, ``acquire``.
 
+**Appends travel together.** Each stream's writer gathers its tokens for a tenth of
+a second, and then appends them; with hundreds of streams, redis-py's cost per
+command (a pooled connection checked out, the command packed, the reply parsed,
+all in Python) was most of the store's CPU. So appends from every stream of the
+process join one queue (:class:`_AppendPipeline`), sent as one pipeline (no
+``MULTI``: each script is atomic on its own, and a stream never has two appends
+out). What arrives while a pipeline is out goes in the next; nothing waits for a
+timer, so an idle store still appends in one round trip.
+
 **Reading.** ``read`` takes the snapshot; with nothing new on a live stream it
 answers ``lost`` if the lease key has expired, else blocks in ``XREAD BLOCK``
 after the snapshot's last id (so an append between the two is not missed), then
@@ -285,6 +294,78 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+class _AppendPipeline:
+    """One script's calls from every stream of the process, sent as pipelines, at most
+    one out at a time (see the module); each caller gets its own reply or error.
+
+    Not with Redis Cluster, whose pipelines in redis-py refuse ``EVALSHA``: there each
+    call is its own round trip, as before."""
+
+    def __init__(self, client: Client, script: AsyncScript) -> None:
+        import redis.asyncio
+
+        self._client = client
+        self._script = script
+        self._pipelined = not isinstance(client, redis.asyncio.RedisCluster)
+        self._queue: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def call(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The script's reply for ``keys`` and ``args``; raises what Redis raised."""
+        if not self._pipelined:
+            return await self._script(keys=list(keys), args=list(args))
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(([len(keys), *keys, *args], future))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        batch: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    replies = await self._execute([call for call, _ in batch])
+                except Exception as exc:  # the connection failed: every caller hears it
+                    replies = [exc] * len(batch)
+                for (_, future), reply in zip(batch, replies, strict=True):
+                    if future.done():  # its caller was cancelled
+                        continue
+                    if isinstance(reply, Exception):
+                        future.set_exception(reply)
+                    else:
+                        future.set_result(reply)
+                batch = []
+        finally:  # cancelled (the loop is closing): nobody may wait for ever
+            for _, future in (*batch, *self._queue):
+                future.cancel()
+            self._queue = []
+            self._sender = None
+
+    async def _execute(self, calls: list[list[Any]]) -> list[Any]:
+        import redis.exceptions
+
+        sha = self._script.sha
+        pipe = self._client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(sha, *call)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [
+            i
+            for i, reply in enumerate(replies)
+            if isinstance(reply, redis.exceptions.NoScriptError)
+        ]
+        if missing:  # a restarted or flushed server: load the script, send those again
+            await self._client.script_load(self._script.script)
+            pipe = self._client.pipeline(transaction=False)
+            for i in missing:
+                pipe.evalsha(sha, *calls[i])
+            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        return replies
+
+
 def _key_of(record: Record) -> int:
     """The ``k`` of the record's entry id: twice :func:`~.base.position_after`.
 
@@ -429,7 +510,7 @@ class RedisStore(Store):
         # slice keeps that much (and the round trip) below the socket timeout.
         self._slice = _MAX_SLICE if timeout is None else max(0.05, min(timeout / 2, timeout - 0.3))
         self._create = client.register_script(_CREATE)
-        self._append = client.register_script(_APPEND)
+        self._appends = _AppendPipeline(client, client.register_script(_APPEND))
         self._end = client.register_script(_END)
         self._snapshot = client.register_script(_SNAPSHOT)
         self._beat = client.register_script(_BEAT)
@@ -496,9 +577,9 @@ class RedisStore(Store):
             records[-1].last if records else 0,
         ]
         for record in records:
-            args += (_key_of(record), record.to_json())
+            args += (_key_of(record), record.to_json_bytes())
         with self._unavailable("append"):
-            return bool(await self._eval(self._append, keys[:2], args))
+            return bool(await self._appends.call(keys[:2], args))
 
     async def end(self, stream_id: str) -> None:
         with self._unavailable("end"):
