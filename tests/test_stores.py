@@ -471,7 +471,7 @@ async def test_every_key_of_a_stream_shares_one_slot(redis_server: RedisServer) 
 @real
 async def test_appends_from_many_streams_travel_in_one_pipeline(redis_server: RedisServer) -> None:
     """Every stream's writer appends at its own pace; those that meet go in one round trip
-    (``_AppendPipeline``), and each record still lands in its own stream."""
+    (``_Pipelined``), and each record still lands in its own stream. Beats too."""
     store = _redis_store(redis_server)
     executes = 0
     make_pipeline = store.client.pipeline
@@ -504,6 +504,10 @@ async def test_appends_from_many_streams_travel_in_one_pipeline(redis_server: Re
             assert list((await store.read(stream_id, 0, wait=0)).records) == [rec(1, stream_id)]
         assert await store.append("s0", [rec(2, "again")])  # alone: at once, a pipeline of one
         assert executes == 2
+        await store.beat("s0", 5)  # beats travel the same way (the script loads first)
+        executes = 0
+        pulses = await asyncio.gather(*(store.beat(s, 5) for s in ids))
+        assert executes == 1 and all(not p.stopped and p.readers == 0 for p in pulses)
     finally:
         await store.aclose()
 

@@ -42,14 +42,15 @@ at one instant, so ``ended`` is never reported without the records that reach
 it), ``beat`` (renew the lease, drop stale readers, read the stop flag and the
 reader count), ``create``, ``end``, ``stop``, ``attach``, ``acquire``.
 
-**Appends travel together.** Each stream's writer gathers its tokens for a tenth of
-a second, and then appends them; with hundreds of streams, redis-py's cost per
-command (a pooled connection checked out, the command packed, the reply parsed,
-all in Python) was most of the store's CPU. So appends from every stream of the
-process join one queue (:class:`_AppendPipeline`), sent as one pipeline (no
-``MULTI``: each script is atomic on its own, and a stream never has two appends
-out). What arrives while a pipeline is out goes in the next; nothing waits for a
-timer, so an idle store still appends in one round trip.
+**Appends and beats travel together.** Each stream's writer gathers its tokens for
+a tenth of a second, then appends them, and each stream beats twice a second; with
+hundreds of streams, redis-py's cost per command (a pooled connection checked out,
+the command packed, the reply parsed, all in Python) was most of the store's CPU.
+So the appends (and the beats) of every stream of the process join one queue
+(:class:`_Pipelined`), sent as one pipeline (no ``MULTI``: each script is atomic on
+its own, and a stream never has two appends out). What arrives while a pipeline is
+out goes in the next; nothing waits for a timer, so an idle store still answers in
+one round trip.
 
 **Reading.** ``read`` takes the snapshot; with nothing new on a live stream it
 answers ``lost`` if the lease key has expired, else blocks in ``XREAD BLOCK``
@@ -294,7 +295,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-class _AppendPipeline:
+class _Pipelined:
     """One script's calls from every stream of the process, sent as pipelines, at most
     one out at a time (see the module); each caller gets its own reply or error.
 
@@ -510,10 +511,10 @@ class RedisStore(Store):
         # slice keeps that much (and the round trip) below the socket timeout.
         self._slice = _MAX_SLICE if timeout is None else max(0.05, min(timeout / 2, timeout - 0.3))
         self._create = client.register_script(_CREATE)
-        self._appends = _AppendPipeline(client, client.register_script(_APPEND))
+        self._appends = _Pipelined(client, client.register_script(_APPEND))
         self._end = client.register_script(_END)
         self._snapshot = client.register_script(_SNAPSHOT)
-        self._beat = client.register_script(_BEAT)
+        self._beats = _Pipelined(client, client.register_script(_BEAT))
         self._stop = client.register_script(_STOP)
         self._readers_script = client.register_script(_READERS)
         self._acquire = client.register_script(_ACQUIRE)
@@ -617,9 +618,7 @@ class RedisStore(Store):
     async def beat(self, stream_id: str, lease: float) -> Pulse:
         keys = self.keys(stream_id)
         with self._unavailable("beat"):
-            stopped, readers = await self._eval(
-                self._beat, keys, [_ms(lease), _ms(lease + self.ttl)]
-            )
+            stopped, readers = await self._beats.call(keys, [_ms(lease), _ms(lease + self.ttl)])
         return Pulse(stopped=bool(int(stopped)), readers=int(readers))
 
     async def stop(self, stream_id: str) -> None:
