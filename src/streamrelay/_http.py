@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from starlette.types import Receive, Scope, Send
 
@@ -14,6 +14,7 @@ from .negotiation import format_param, negotiate
 
 __all__ = [
     "ClientDisconnected",
+    "DisconnectWaiter",
     "disconnect_waiter",
     "error_body",
     "header",
@@ -203,12 +204,26 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def disconnect_waiter(receive: Receive) -> Callable[[], Awaitable[None]]:
-    """A function that returns once ``receive`` reports the client gone (for
-    :func:`~streamrelay.pipeline.run_stream`, after the request body was read)."""
+class DisconnectWaiter:
+    """Called, returns once ``receive`` reports the client gone (for
+    :func:`~streamrelay.pipeline.run_stream`, after the request body was read).
 
-    async def wait_disconnect() -> None:
+    A class rather than a closure so that the engine can see the ``receive`` inside
+    and, under asyncio, await it directly, without a coroutine of this wait's own
+    held for the stream's life.
+    """
+
+    __slots__ = ("receive",)
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+
+    async def __call__(self) -> None:
+        receive = self.receive
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    return wait_disconnect
+
+def disconnect_waiter(receive: Receive) -> DisconnectWaiter:
+    """A :class:`DisconnectWaiter` on ``receive``."""
+    return DisconnectWaiter(receive)

@@ -265,8 +265,16 @@ class StreamRelay:
                 await _http.send_method_not_allowed(send, scope["method"], "POST")
                 return
             call = await self._accept(scope, receive, send, route)
-            if call is not None:
+            if call is None:
+                return
+            if call.slot is None:
                 await self._relay(receive, send, call)
+                return
+            try:
+                await self._relay(receive, send, call)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self._give_slot(call.slot)
         elif path.startswith("/chat/") and path.endswith("/stream") and path.count("/") == 3:
             await self._chat_stream_route(
                 scope, receive, send, path[len("/chat/") : -len("/stream")]
@@ -423,9 +431,14 @@ class StreamRelay:
             if self._streams[slot.local] <= 0:
                 del self._streams[slot.local]
 
-    async def _relay(self, receive: Receive, send: Send, call: _Call) -> None:
-        """Stream (or answer whole) one accepted request. (Kept apart from the parsing
-        so that the request and its parsed body are not held for the stream's life.)"""
+    def _relay(self, receive: Receive, send: Send, call: _Call) -> Awaitable[Any]:
+        """What streams (or answers whole) one accepted request, to be awaited.
+
+        Kept apart from the parsing so that the request and its parsed body are not
+        held for the stream's life, and a plain function that returns the engine's
+        coroutine, so that no frame of its own is held for it either (0.6 KiB per open
+        stream, ``python -m bench.allocations``).
+        """
         upstream = self.upstream
         path, payload = call.route.upstream, call.payload
         own = ((b"vary", b"accept"), (b"x-request-id", call.request_id.encode()))
@@ -454,42 +467,32 @@ class StreamRelay:
             # read when the call is made: the observers' watch (a trace) starts just before
             return [("x-request-id", call.request_id), *start.upstream_headers]
 
-        try:
-            if call.format is None:
-                await relay_answer(
-                    send,
-                    call=lambda: upstream.post(
-                        path, payload, call.forwarded, own_headers=own_headers()
-                    ),
-                    wait_disconnect=_http.disconnect_waiter(receive),
-                    settings=self.settings,
-                    headers=own,
-                    observer=self.on_stream_end,
-                    start=start,
-                    observers=self.observers,
-                )
-                return
-
-            async def open_source() -> Any:
-                return await upstream.open(path, payload, call.forwarded, own_headers())
-
-            await run_stream(
+        if call.format is None:
+            return relay_answer(
                 send,
-                open_source=open_source,
+                call=lambda: upstream.post(
+                    path, payload, call.forwarded, own_headers=own_headers()
+                ),
                 wait_disconnect=_http.disconnect_waiter(receive),
-                format=call.format,
                 settings=self.settings,
                 headers=own,
                 observer=self.on_stream_end,
-                recording=recording,
-                encoder=_encoder(call),
                 start=start,
                 observers=self.observers,
             )
-        finally:
-            if call.slot is not None:
-                with anyio.CancelScope(shield=True):
-                    await self._give_slot(call.slot)
+        return run_stream(
+            send,
+            open_source=lambda: upstream.open(path, payload, call.forwarded, own_headers()),
+            wait_disconnect=_http.disconnect_waiter(receive),
+            format=call.format,
+            settings=self.settings,
+            headers=own,
+            observer=self.on_stream_end,
+            recording=recording,
+            encoder=_encoder(call),
+            start=start,
+            observers=self.observers,
+        )
 
     async def _chat_stream_route(
         self, scope: Scope, receive: Receive, send: Send, chat_id: str

@@ -7,7 +7,7 @@ Theory of operation
 
 Two tasks run per stream, inside one task group whose scope is ``outer``:
 
-* **The pump** (the caller's task, :meth:`_Stream.run`) opens the source under
+* **The pump** (the caller's task, :meth:`_Stream.main`) opens the source under
   the first-byte timeout, sends the response head and a first body message at
   once, then relays: one upstream read becomes at most one ASGI ``send``
   (coalesced by the transcoder, never held back). It is the only task that
@@ -25,8 +25,9 @@ parts instead: the same design, with about 5 KiB less per open stream (anyio's
 task group, task wrapper and cancel scopes held about 7 KiB of it, ``python -m
 bench.allocations``), see :meth:`_Stream.begin_on_asyncio`:
 
-* the monitor is a plain task awaiting the client's ``http.disconnect``, plus a
-  timer (``loop.call_later``) at the next deadline, which runs
+* the monitor is the server's ``receive``, awaited in a plain task until the
+  client's ``http.disconnect``, plus an alarm at the next deadline (one loop timer
+  for the alarms of every stream, :mod:`streamrelay.alarms`), which runs
   :meth:`_Stream.tick`; a heartbeat falling due gets a short task of its own;
 * cancelling ``outer`` or ``pump_scope`` is ``task.cancel()`` of the pump's own
   task, flagged first (``outer_cancelled``, ``pump_cancelled``); the region it
@@ -92,9 +93,10 @@ from time import monotonic
 from typing import Any, Literal
 
 import anyio
-from starlette.types import Send
+from starlette.types import Receive, Send
 
 from . import _http
+from .alarms import Alarm, Alarms, alarms_for
 from .config import StreamSettings
 from .errors import (
     ProtocolError,
@@ -262,6 +264,8 @@ class _Stream:
 
     __slots__ = (
         "after",
+        "alarm",
+        "alarms",
         "beat_task",
         "beating",
         "bytes_out",
@@ -284,6 +288,7 @@ class _Stream:
         "outer_open",
         "pump_cancelled",
         "pump_scope",
+        "receive",
         "receiver",
         "recording",
         "send",
@@ -293,7 +298,6 @@ class _Stream:
         "status",
         "task",
         "tg",
-        "timer",
         "transcoder",
         "ttfb",
         "ttft",
@@ -355,7 +359,9 @@ class _Stream:
         # asyncio's own parts (begin_on_asyncio); ``task`` stays None on the anyio path
         self.task: asyncio.Task[Any] | None = None
         self.receiver: asyncio.Future[Any] | None = None  # awaits the client's disconnect
-        self.timer: asyncio.TimerHandle | None = None  # the next deadline
+        self.receive: Receive | None = None  # the server's, when awaited directly
+        self.alarms: Alarms | None = None  # the event loop's (see streamrelay.alarms)
+        self.alarm: Alarm | None = None  # the next deadline
         self.beat_task: asyncio.Task[None] | None = None  # a heartbeat being sent
         self.outer_open = False  # ``task`` may be cancelled for the client leaving
         self.outer_cancelled = False
@@ -370,29 +376,23 @@ class _Stream:
 
     # the two ways to run ---------------------------------------------------------
 
-    async def main(
-        self, open_source: Callable[[], Awaitable[Source]], headers: Sequence[tuple[bytes, bytes]]
-    ) -> None:
-        """The pump's whole life, inside ``outer``."""
-        try:
-            await self.run(open_source, headers)
-        except Declined as declined:
-            self.is_declined = True
-            self.declined(declined)
-        except Exception as exc:  # re-raised by run_stream at the very end, unwrapped
-            self.crash = exc
-            self.end(Ending.CRASHED, type(exc).__name__)
-        self.stop_side_tasks()
-
     def begin_on_asyncio(
         self, task: asyncio.Task[Any], wait_disconnect: Callable[[], Awaitable[Any]]
     ) -> None:
         """Before :meth:`main` runs in ``task`` with asyncio's own parts instead of a task
         group (see the module): ``outer`` opens, the disconnect wait starts."""
         self.task = task
+        self.alarms = alarms_for(task.get_loop())
         self.outer_open = True
-        self.receiver = receiver = asyncio.ensure_future(wait_disconnect())
-        receiver.add_done_callback(self._receiver_done)
+        if isinstance(wait_disconnect, _http.DisconnectWaiter):
+            # The server's own receive, awaited directly: no coroutine of ours held
+            # for the stream's life (_received starts it again on another message).
+            self.receive = wait_disconnect.receive
+            self.receiver = receiver = asyncio.ensure_future(self.receive())
+            receiver.add_done_callback(self._received)
+        else:
+            self.receiver = receiver = asyncio.ensure_future(wait_disconnect())
+            receiver.add_done_callback(self._receiver_done)
 
     def end_on_asyncio(self) -> None:
         """After :meth:`main`, however it ended: nothing of the stream keeps running."""
@@ -403,91 +403,102 @@ class _Stream:
 
     # the pump -------------------------------------------------------------------
 
-    async def run(
+    async def main(
         self, open_source: Callable[[], Awaitable[Source]], headers: Sequence[tuple[bytes, bytes]]
     ) -> None:
-        source: Source | None = None
+        """The pump's whole life, inside ``outer``: open the source, send the head,
+        pump, finish. (One method: a coroutine frame less per open stream.)"""
         try:
-            source = await self.open(open_source)
-            if source is None:
-                return
-            extra: list[tuple[bytes, bytes]] = []
-            recording = self.recording
-            if recording is not None and await recording.open():
-                self.transcoder.record()
-                extra.append((b"x-stream-id", recording.stream_id.encode()))
-                assert self.tg is not None
-                self.tg.start_soon(self._watch, recording)
-                if not recording.in_process:
-                    self.tg.start_soon(self._writer, recording)
-            elif source.kind == "records":
-                self.encoder.number_from(int(self.after) + 1)  # a resumed stream
-            upstream_headers = source.headers
-            if self.start.request_id is not None and upstream_headers:
-                # ours is in ``headers``; the upstream's (what its support asks for) moves
-                upstream_headers = [
-                    (b"x-upstream-request-id", v) if k.lower() == b"x-request-id" else (k, v)
-                    for k, v in upstream_headers
-                ]
-            self.ttfb = monotonic() - self.started_at
-            self.status = 200
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", self.encoder.media_type.encode()),
-                        *STREAM_HEADERS,
-                        *self.encoder.headers,
-                        *upstream_headers,
-                        *headers,
-                        *extra,
-                    ],
-                }
-            )
-            # Always a body message, even empty: some servers hold headers until one.
-            await self.write(self.encoder.preamble())
-            self.clock.open(monotonic())
-            self._wake_monitor()
+            source: Source | None = None
             try:
-                task = self.task
-                if task is None:
-                    with anyio.CancelScope() as self.pump_scope:
-                        await self.pump(source)
-                else:  # the same region with asyncio's parts (inline: a frame less)
-                    self.in_pump = True
-                    try:
-                        await self.pump(source)
-                    except asyncio.CancelledError:
-                        if not self.pump_cancelled or _uncancel(task) > 0:
-                            raise  # the client left, or the server cancels: not a cut
-                    finally:
-                        self.in_pump = False
-                # Stop the monitor first: a heartbeat after the final message is illegal.
-                # (The client may still leave; the final send then fails and says so.)
-                self.stop_monitor()
-                with anyio.move_on_after(_or_inf(self.settings.send_timeout)) as final:
-                    await self.finish()
-                if final.cancelled_caught:  # the monitor no longer watches these sends
-                    self.ending, self.code = Ending.SEND_TIMEOUT, "send_timeout"
-            except anyio.get_cancelled_exc_class():
-                if self.ending is None:  # not the client, not us: the server is stopping
-                    await self.shut_down()
-                raise
-        finally:
-            self.outer_open = False  # the closing below is shielded from the client leaving
-            if source is not None:
-                complete = self.transcoder.terminated and self.transcoder.error is None
-                self.cancelled = (
-                    not self.upstream_ended
-                    and source.kind != "records"
-                    and (self.ending in CANCELLING_ENDINGS or self.halt is not None)
+                source = await self.open(open_source)
+                if source is None:  # answered with an HTTP error
+                    self.stop_side_tasks()
+                    return
+                extra: list[tuple[bytes, bytes]] = []
+                recording = self.recording
+                if recording is not None and await recording.open():
+                    self.transcoder.record()
+                    extra.append((b"x-stream-id", recording.stream_id.encode()))
+                    assert self.tg is not None
+                    self.tg.start_soon(self._watch, recording)
+                    if not recording.in_process:
+                        self.tg.start_soon(self._writer, recording)
+                elif source.kind == "records":
+                    self.encoder.number_from(int(self.after) + 1)  # a resumed stream
+                upstream_headers = source.headers
+                if self.start.request_id is not None and upstream_headers:
+                    # ours is in ``headers``; the upstream's (what its support asks for) moves
+                    upstream_headers = [
+                        (b"x-upstream-request-id", v) if k.lower() == b"x-request-id" else (k, v)
+                        for k, v in upstream_headers
+                    ]
+                self.ttfb = monotonic() - self.started_at
+                self.status = 200
+                await self.send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [
+                            (b"content-type", self.encoder.media_type.encode()),
+                            *STREAM_HEADERS,
+                            *self.encoder.headers,
+                            *upstream_headers,
+                            *headers,
+                            *extra,
+                        ],
+                    }
                 )
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await source.aclose(complete)
-                    except Exception:  # closing a broken connection may fail; it is closed
-                        logger.debug("closing the upstream failed", exc_info=True)
+                # Always a body message, even empty: some servers hold headers until one.
+                await self.write(self.encoder.preamble())
+                self.clock.open(monotonic())
+                self._wake_monitor()
+                try:
+                    task = self.task
+                    if task is None:
+                        with anyio.CancelScope() as self.pump_scope:
+                            await self.pump(source)
+                    else:  # the same region with asyncio's parts (inline: a frame less)
+                        self.in_pump = True
+                        try:
+                            await self.pump(source)
+                        except asyncio.CancelledError:
+                            if not self.pump_cancelled or _uncancel(task) > 0:
+                                raise  # the client left, or the server cancels: not a cut
+                        finally:
+                            self.in_pump = False
+                    # Stop the monitor first: a heartbeat after the final message is illegal.
+                    # (The client may still leave; the final send then fails and says so.)
+                    self.stop_monitor()
+                    with anyio.move_on_after(_or_inf(self.settings.send_timeout)) as final:
+                        await self.finish()
+                    if final.cancelled_caught:  # the monitor no longer watches these sends
+                        self.ending, self.code = Ending.SEND_TIMEOUT, "send_timeout"
+                except anyio.get_cancelled_exc_class():
+                    if self.ending is None:  # not the client, not us: the server is stopping
+                        await self.shut_down()
+                    raise
+            finally:
+                self.outer_open = False  # the closing below is shielded from the client leaving
+                if source is not None:
+                    complete = self.transcoder.terminated and self.transcoder.error is None
+                    self.cancelled = (
+                        not self.upstream_ended
+                        and source.kind != "records"
+                        and (self.ending in CANCELLING_ENDINGS or self.halt is not None)
+                    )
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await source.aclose(complete)
+                        except Exception:  # closing a broken connection may fail; it is closed
+                            logger.debug("closing the upstream failed", exc_info=True)
+        except Declined as declined:
+            self.is_declined = True
+            self.declined(declined)
+        except Exception as exc:  # re-raised by run_stream at the very end, unwrapped
+            self.crash = exc
+            self.end(Ending.CRASHED, type(exc).__name__)
+        self.stop_side_tasks()
 
     async def open(self, open_source: Callable[[], Awaitable[Source]]) -> Source | None:
         """The opened source, or ``None`` once an HTTP error response has been sent."""
@@ -565,8 +576,22 @@ class _Stream:
         recording = self.recording
         watch = self.watch
         reads = 0  # counts down to the next overhead sample, with a watch
+        poll = source.poll  # (no coroutine per read: a frame and a coroutine less per token)
+        next_item = source.items.__anext__
         try:
-            async for item in source.items:
+            while True:
+                if poll is not None:
+                    item = poll.read_nowait()
+                    if item is None:
+                        await poll.readable()
+                        continue
+                    if not item:
+                        break
+                else:
+                    try:
+                        item = await next_item()
+                    except StopAsyncIteration:
+                        break
                 clock.received(received := monotonic())
                 out = feed(item)
                 if t.records:  # a stored stream: the store first, then the client
@@ -773,21 +798,21 @@ class _Stream:
         return math.inf
 
     def tick(self) -> None:
-        """The monitor under asyncio: act on what is due, then set the timer for the
-        next look (called by that timer, and whenever the deadlines change)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        """The monitor under asyncio: act on what is due, then set the alarm for the
+        next look (called by that alarm, and whenever the deadlines change)."""
+        alarms = self.alarms
+        assert alarms is not None
+        if self.alarm is not None:
+            alarms.cancel(self.alarm)
+            self.alarm = None
         if self.monitor_stopped or self.cut is not None or self.beat_task is not None:
             return
         check = self.check()
-        assert self.task is not None
-        loop = self.task.get_loop()
         if check is Due.HEARTBEAT:
-            self.beat_task = beat = loop.create_task(self._beat())
+            self.beat_task = beat = alarms.loop.create_task(self._beat())
             beat.add_done_callback(self._side_done)
         elif check != math.inf:
-            self.timer = loop.call_later(max(check - monotonic(), 0.001), self.tick)
+            self.alarm = alarms.set(check, self.tick)
 
     async def _beat(self) -> None:
         try:
@@ -801,6 +826,18 @@ class _Stream:
             self.client_gone()
         else:
             self._side_done(receiver)
+
+    def _received(self, receiver: asyncio.Future[Any]) -> None:
+        """The server's ``receive`` returned (see :meth:`begin_on_asyncio`): the client
+        left, or another message came (a spurious ``http.request``), then wait again."""
+        if receiver.cancelled() or receiver.exception() is not None:
+            self._side_done(receiver)
+        elif receiver.result().get("type") == "http.disconnect":
+            self.client_gone()
+        elif self.receiver is receiver and not self.monitor_stopped:
+            assert self.receive is not None
+            self.receiver = receiver = asyncio.ensure_future(self.receive())
+            receiver.add_done_callback(self._received)
 
     def _side_done(self, side: asyncio.Future[Any]) -> None:
         """A side task under asyncio failed: the stream crashes with its exception, as a

@@ -21,7 +21,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import httpx
 
@@ -39,6 +39,19 @@ __all__ = [
     "passthrough_headers",
     "read_bounded",
 ]
+
+
+class Poll(Protocol):
+    """An item source read without a coroutine per item: what the engine prefers.
+
+    :meth:`read_nowait` returns the next item, ``None`` when none is ready yet (then
+    the reader awaits :meth:`readable`), or an empty item at the end.
+    """
+
+    def read_nowait(self) -> bytes | None: ...
+
+    def readable(self) -> Awaitable[None]: ...
+
 
 SourceKind = Literal["sse", "chunks", "text", "records"]
 """What a source yields: SSE bytes, parsed chunks (with their JSON), text pieces, or
@@ -74,6 +87,15 @@ class Source:
         self.headers = headers
         """Response headers the source asks the stream to carry (the middleware
         hands on the host response's own headers this way)."""
+
+    @property
+    def poll(self) -> Poll | None:
+        """:attr:`items` again when it can also be read without a coroutine per item
+        (the native upstream's :class:`~streamrelay.upstream.native.Connection`),
+        else ``None``. Derived from :attr:`items` each time, so that a wrapper put
+        around them (the key redaction) is never bypassed."""
+        items = self.items
+        return cast(Poll, items) if hasattr(items, "read_nowait") else None
 
     async def aclose(self, complete: bool = False) -> None:
         if self._close is not None:

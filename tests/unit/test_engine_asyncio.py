@@ -1,7 +1,8 @@
 """The engine under asyncio, with asyncio's own parts (``_Stream.begin_on_asyncio``).
 
 A stream without a store needs no task group there: one side task awaits the
-client's disconnect, a timer stands for the next deadline, and the cuts and the
+client's disconnect (the server's own ``receive``, when it is given one), an alarm
+stands for the next deadline, and the cuts and the
 client leaving are ``task.cancel()`` of the pump's own task, each swallowed by
 the region it was meant for. These tests pin what that must keep true: no other
 task, nothing left running, the task's cancel count back to zero, and a cancel
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from test_engine import DONE, FINISH, Client, chunk
 
+from streamrelay._http import disconnect_waiter
 from streamrelay.config import StreamSettings
 from streamrelay.outcome import Ending, Outcome
 from streamrelay.pipeline import run_stream
@@ -200,3 +202,88 @@ async def test_heartbeats_run_in_a_short_task_that_ends_with_each_beat() -> None
     assert outcome.ending is Ending.DONE and outcome.heartbeats >= 2
     assert client.body.count(b'{"type":"ping"}\n') == outcome.heartbeats
     assert all(names <= {"run_stream", "never", "_Stream._beat"} for names in beats)
+
+
+class Receive:
+    """A server's ``receive`` after the body was read: ``messages`` come one per call
+    after ``delay`` seconds each, then it waits for ever; an exception is raised."""
+
+    def __init__(self, *messages: dict[str, Any] | Exception, delay: float = 0.02) -> None:
+        self.messages = list(messages)
+        self.delay = delay
+        self.calls = 0
+
+    async def receive(self) -> dict[str, Any]:
+        self.calls += 1
+        if not self.messages:
+            await never()
+        await asyncio.sleep(self.delay)
+        message = self.messages.pop(0)
+        if isinstance(message, Exception):
+            raise message
+        return message
+
+
+async def test_the_servers_receive_is_the_side_task_itself_with_no_wrapper() -> None:
+    """With the server's ``receive`` (what the mount, the middleware and ``relay_response``
+    pass), the side task awaits it directly: no coroutine of streamrelay's is held."""
+    during: list[set[str]] = []
+    before = asyncio.all_tasks()
+
+    async def items() -> AsyncIterator[bytes]:
+        yield chunk("a")
+        during.append(others(before))
+        yield FINISH
+        yield DONE
+
+    receive = Receive()
+    outcome = await stream(
+        items(), StreamSettings(heartbeat=None), wait_disconnect=disconnect_waiter(receive.receive)
+    )
+    assert outcome.ending is Ending.DONE
+    assert during == [{"run_stream", "Receive.receive"}]
+    await asyncio.sleep(0)
+    assert others(before) == set()
+
+
+async def test_another_message_from_receive_is_not_a_disconnect_and_is_waited_past() -> None:
+    async def stalls() -> AsyncIterator[bytes]:
+        yield chunk("a")
+        await asyncio.sleep(5)
+        yield DONE
+
+    receive = Receive(
+        {"type": "http.request", "body": b"", "more_body": False},
+        {"type": "http.disconnect"},
+    )
+    outcome = await stream(
+        stalls(), StreamSettings(heartbeat=None), wait_disconnect=disconnect_waiter(receive.receive)
+    )
+    assert outcome.ending is Ending.CLIENT_DISCONNECTED
+    assert receive.calls == 2 and not receive.messages
+
+
+async def test_a_failing_server_receive_crashes_the_stream_with_its_exception() -> None:
+    closed: list[bool] = []
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield chunk("a")
+        await asyncio.sleep(5)
+        yield DONE
+
+    receive = Receive(RuntimeError("the server's receive broke"))
+    seen: list[Outcome] = []
+    with pytest.raises(RuntimeError, match="receive broke"):
+        await asyncio.wait_for(
+            run_stream(
+                Client().send,
+                open_source=source(stalls(), closed),
+                wait_disconnect=disconnect_waiter(receive.receive),
+                format="ndjson",
+                settings=StreamSettings(heartbeat=None),
+                observer=seen.append,
+            ),
+            10,
+        )
+    assert [(o.ending, o.code) for o in seen] == [(Ending.CRASHED, "RuntimeError")]
+    assert closed == [False]

@@ -271,19 +271,45 @@ class Connection(asyncio.Protocol):
 
     async def __anext__(self) -> bytes:
         """The body bytes received since the last read, joined; the end stops iteration."""
-        chunks = self.chunks
-        while not chunks:
-            if self.error is not None:
-                raise self.error
-            parser = self.parser
-            if parser is None or parser.finished:
+        while True:
+            data = self.read_nowait()
+            if data is None:
+                await self._wait()
+            elif data:
+                return data
+            else:
                 raise StopAsyncIteration
-            if self.closed:  # closed here (the pool shut down) before the end
-                raise ConnectionResetError("the upstream connection was closed")
-            await self._wait()
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self._discard_unread()
-        return data
+
+    def read_nowait(self) -> bytes | None:
+        """The body bytes received since the last read, joined; ``b""`` at the body's
+        end, ``None`` when nothing came yet (then await :meth:`readable`), or the
+        error that broke the response, raised.
+
+        The engine's per-token path reads this way (:class:`~streamrelay.sources.Source`'s
+        ``poll``): no coroutine per read, only the future it waits on.
+        """
+        chunks = self.chunks
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self._buffered = 0
+            if self._paused:
+                self._paused = False
+                assert self.transport is not None
+                self.transport.resume_reading()
+            return data
+        if self.error is not None:
+            raise self.error
+        parser = self.parser
+        if parser is None or parser.finished:
+            return b""
+        if self.closed:  # closed here (the pool shut down) before the end
+            raise ConnectionResetError("the upstream connection was closed")
+        return None
+
+    def readable(self) -> asyncio.Future[None]:
+        """A future done when :meth:`read_nowait` has something new to say."""
+        return self._wait()
 
     async def release(self, complete: bool) -> None:
         """Done with the response: pool the connection if the response is over (or
