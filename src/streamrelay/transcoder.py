@@ -23,6 +23,7 @@ from .formats import Encoder
 from .openai import ChunkDecoder
 from .sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder
 from .stores.base import Record
+from .token_template import TokenTemplate
 
 __all__ = ["Transcoder"]
 
@@ -36,12 +37,17 @@ class Transcoder:
     :attr:`terminated` turns true once a terminal event (``done`` or ``error``)
     has been encoded; :attr:`error` holds the terminal error, if any. The
     caller stops reading upstream at that point.
+
+    ``templates=False`` reads every chunk by the full path instead of reading the
+    stream's usual token chunks by their learned shape
+    (:mod:`streamrelay.token_template`); the output is the same either way.
     """
 
     __slots__ = (
         "_chunks",
         "_max_event_bytes",
         "_sse",
+        "_template",
         "_text_started",
         "encoder",
         "error",
@@ -51,11 +57,18 @@ class Transcoder:
         "tokens",
     )
 
-    def __init__(self, encoder: Encoder, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        templates: bool = True,
+    ) -> None:
         self.encoder = encoder
         self._sse = SSEDecoder(max_event_bytes=max_event_bytes)
         self._max_event_bytes = max_event_bytes
         self._chunks = ChunkDecoder()
+        self._template: TokenTemplate | None = TokenTemplate() if templates else None
         self._text_started = False
         self.terminated = False
         self.error: Error | None = None
@@ -140,6 +153,12 @@ class Transcoder:
         payload = data[6:-2]
         if b"\n" in payload or b"\r" in payload or len(data) > self._max_event_bytes:
             return None
+        template = self._template
+        if template is not None:
+            token = template.read(payload)
+            if token is not None:  # the stream's usual token chunk: no parse
+                # (valid UTF-8: the learned prefix and suffix were, and so is the token)
+                return self._encode([Delta(template.index, token)], payload.decode())
         try:
             text = payload.decode("utf-8")
             obj = _json.loads(text)
@@ -147,7 +166,12 @@ class Transcoder:
             return None
         if type(obj) is not dict:
             return None
-        return self._encode(self._chunks.feed_object(obj), text)
+        delta = self._chunks.token(obj)
+        if delta is None:
+            return self._encode(self._chunks.feed_object(obj), text)
+        if template is not None:
+            template.learn(payload, obj, delta.index, delta.text)
+        return self._encode([delta], text)
 
     def feed_object(self, chunk: Mapping[str, Any], raw: str | None = None) -> bytes:
         """One parsed chunk (e.g. from the openai SDK), with its JSON text if known."""

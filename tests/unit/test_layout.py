@@ -20,6 +20,8 @@ CORE = [
     "streamrelay.openai",
     "streamrelay.formats",
     "streamrelay.transcoder",
+    "streamrelay.token_template",
+    "streamrelay.alarms",
     "streamrelay.negotiation",
     "streamrelay.config",
     "streamrelay.timing",
