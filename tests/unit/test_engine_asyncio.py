@@ -45,6 +45,13 @@ def source(items: AsyncIterator[bytes], closed: list[bool] | None = None) -> Any
     return opener
 
 
+async def stalls() -> AsyncIterator[bytes]:
+    """One token, then an upstream that says nothing more for 5 s."""
+    yield chunk("a")
+    await asyncio.sleep(5)
+    yield DONE
+
+
 async def never() -> None:
     await asyncio.Event().wait()
 
@@ -98,11 +105,6 @@ async def test_a_stream_runs_with_one_side_task_and_leaves_none() -> None:
 
 
 async def test_the_cancel_count_is_zero_after_a_cut_and_after_the_client_leaving() -> None:
-    async def stalls() -> AsyncIterator[bytes]:
-        yield chunk("a")
-        await asyncio.sleep(5)
-        yield DONE
-
     async def check(wait_disconnect: Any, settings: StreamSettings, ending: Ending) -> None:
         counts: list[int] = []
 
@@ -138,11 +140,6 @@ async def test_a_cancel_from_the_server_is_never_swallowed_even_beside_a_cut(
             if len(self.messages) > 3:
                 await asyncio.sleep(0.1)
 
-    async def stalls() -> AsyncIterator[bytes]:
-        yield chunk("a")
-        await asyncio.sleep(5)
-        yield DONE
-
     task = asyncio.create_task(
         stream(stalls(), StreamSettings(heartbeat=None, idle_timeout=0.05), client=SlowClient())
     )
@@ -156,25 +153,25 @@ async def test_a_cancel_from_the_server_is_never_swallowed_even_beside_a_cut(
     assert requested == [True]
 
 
-async def test_a_failing_disconnect_wait_crashes_the_stream_with_its_exception() -> None:
+@pytest.mark.parametrize("how", ["a wait of its own", "the server's receive"])
+async def test_a_failing_disconnect_wait_crashes_the_stream_with_its_exception(how: str) -> None:
+    """Whether the engine was given a disconnect wait of its own or the server's
+    ``receive`` (which it awaits directly)."""
     closed: list[bool] = []
 
-    async def stalls() -> AsyncIterator[bytes]:
-        yield chunk("a")
-        await asyncio.sleep(5)
-        yield DONE
-
-    async def broken_receive() -> None:
+    async def broken_wait() -> None:
         await asyncio.sleep(0.02)
         raise RuntimeError("the server's receive broke")
 
+    receive = Receive(RuntimeError("the server's receive broke"))
+    wait = broken_wait if how == "a wait of its own" else disconnect_waiter(receive.receive)
     seen: list[Outcome] = []
     with pytest.raises(RuntimeError, match="receive broke"):
         await asyncio.wait_for(
             run_stream(
                 Client().send,
                 open_source=source(stalls(), closed),
-                wait_disconnect=broken_receive,
+                wait_disconnect=wait,
                 format="ndjson",
                 settings=StreamSettings(heartbeat=None),
                 observer=seen.append,
@@ -247,11 +244,6 @@ async def test_the_servers_receive_is_the_side_task_itself_with_no_wrapper() -> 
 
 
 async def test_another_message_from_receive_is_not_a_disconnect_and_is_waited_past() -> None:
-    async def stalls() -> AsyncIterator[bytes]:
-        yield chunk("a")
-        await asyncio.sleep(5)
-        yield DONE
-
     receive = Receive(
         {"type": "http.request", "body": b"", "more_body": False},
         {"type": "http.disconnect"},
@@ -261,29 +253,3 @@ async def test_another_message_from_receive_is_not_a_disconnect_and_is_waited_pa
     )
     assert outcome.ending is Ending.CLIENT_DISCONNECTED
     assert receive.calls == 2 and not receive.messages
-
-
-async def test_a_failing_server_receive_crashes_the_stream_with_its_exception() -> None:
-    closed: list[bool] = []
-
-    async def stalls() -> AsyncIterator[bytes]:
-        yield chunk("a")
-        await asyncio.sleep(5)
-        yield DONE
-
-    receive = Receive(RuntimeError("the server's receive broke"))
-    seen: list[Outcome] = []
-    with pytest.raises(RuntimeError, match="receive broke"):
-        await asyncio.wait_for(
-            run_stream(
-                Client().send,
-                open_source=source(stalls(), closed),
-                wait_disconnect=disconnect_waiter(receive.receive),
-                format="ndjson",
-                settings=StreamSettings(heartbeat=None),
-                observer=seen.append,
-            ),
-            10,
-        )
-    assert [(o.ending, o.code) for o in seen] == [(Ending.CRASHED, "RuntimeError")]
-    assert closed == [False]
