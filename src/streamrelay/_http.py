@@ -15,7 +15,6 @@ from .negotiation import format_param, negotiate
 __all__ = [
     "ClientDisconnected",
     "DisconnectWaiter",
-    "disconnect_waiter",
     "error_body",
     "header",
     "negotiate_format",
@@ -222,8 +221,3 @@ class DisconnectWaiter:
         receive = self.receive
         while (await receive())["type"] != "http.disconnect":
             pass
-
-
-def disconnect_waiter(receive: Receive) -> DisconnectWaiter:
-    """A :class:`DisconnectWaiter` on ``receive``."""
-    return DisconnectWaiter(receive)

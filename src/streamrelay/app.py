@@ -267,14 +267,12 @@ class StreamRelay:
             call = await self._accept(scope, receive, send, route)
             if call is None:
                 return
-            if call.slot is None:
-                await self._relay(receive, send, call)
-                return
             try:
                 await self._relay(receive, send, call)
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._give_slot(call.slot)
+                if call.slot is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._give_slot(call.slot)
         elif path.startswith("/chat/") and path.endswith("/stream") and path.count("/") == 3:
             await self._chat_stream_route(
                 scope, receive, send, path[len("/chat/") : -len("/stream")]
@@ -473,7 +471,7 @@ class StreamRelay:
                 call=lambda: upstream.post(
                     path, payload, call.forwarded, own_headers=own_headers()
                 ),
-                wait_disconnect=_http.disconnect_waiter(receive),
+                wait_disconnect=_http.DisconnectWaiter(receive),
                 settings=self.settings,
                 headers=own,
                 observer=self.on_stream_end,
@@ -483,7 +481,7 @@ class StreamRelay:
         return run_stream(
             send,
             open_source=lambda: upstream.open(path, payload, call.forwarded, own_headers()),
-            wait_disconnect=_http.disconnect_waiter(receive),
+            wait_disconnect=_http.DisconnectWaiter(receive),
             format=call.format,
             settings=self.settings,
             headers=own,
@@ -621,7 +619,7 @@ class StreamRelay:
         await run_stream(
             send,
             open_source=open_source,
-            wait_disconnect=_http.disconnect_waiter(receive),
+            wait_disconnect=_http.DisconnectWaiter(receive),
             format=fmt,
             # The producer watches the upstream's silence; a reader waits as long as it.
             settings=dataclasses.replace(self.settings, idle_timeout=None),

@@ -388,8 +388,7 @@ class _Stream:
             # The server's own receive, awaited directly: no coroutine of ours held
             # for the stream's life (_received starts it again on another message).
             self.receive = wait_disconnect.receive
-            self.receiver = receiver = asyncio.ensure_future(self.receive())
-            receiver.add_done_callback(self._received)
+            self._await_receive()
         else:
             self.receiver = receiver = asyncio.ensure_future(wait_disconnect())
             receiver.add_done_callback(self._receiver_done)
@@ -835,9 +834,12 @@ class _Stream:
         elif receiver.result().get("type") == "http.disconnect":
             self.client_gone()
         elif self.receiver is receiver and not self.monitor_stopped:
-            assert self.receive is not None
-            self.receiver = receiver = asyncio.ensure_future(self.receive())
-            receiver.add_done_callback(self._received)
+            self._await_receive()
+
+    def _await_receive(self) -> None:
+        assert self.receive is not None
+        self.receiver = receiver = asyncio.ensure_future(self.receive())
+        receiver.add_done_callback(self._received)
 
     def _side_done(self, side: asyncio.Future[Any]) -> None:
         """A side task under asyncio failed: the stream crashes with its exception, as a

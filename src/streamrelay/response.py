@@ -68,7 +68,7 @@ class RelayResponse(Response):
         await run_stream(
             send,
             open_source=opener,
-            wait_disconnect=_http.disconnect_waiter(receive),
+            wait_disconnect=_http.DisconnectWaiter(receive),
             format=self.format,
             settings=self.settings,
             headers=headers,

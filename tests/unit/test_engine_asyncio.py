@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from test_engine import DONE, FINISH, Client, chunk
 
-from streamrelay._http import disconnect_waiter
+from streamrelay._http import DisconnectWaiter
 from streamrelay.config import StreamSettings
 from streamrelay.outcome import Ending, Outcome
 from streamrelay.pipeline import run_stream
@@ -164,7 +164,7 @@ async def test_a_failing_disconnect_wait_crashes_the_stream_with_its_exception(h
         raise RuntimeError("the server's receive broke")
 
     receive = Receive(RuntimeError("the server's receive broke"))
-    wait = broken_wait if how == "a wait of its own" else disconnect_waiter(receive.receive)
+    wait = broken_wait if how == "a wait of its own" else DisconnectWaiter(receive.receive)
     seen: list[Outcome] = []
     with pytest.raises(RuntimeError, match="receive broke"):
         await asyncio.wait_for(
@@ -235,7 +235,7 @@ async def test_the_servers_receive_is_the_side_task_itself_with_no_wrapper() -> 
 
     receive = Receive()
     outcome = await stream(
-        items(), StreamSettings(heartbeat=None), wait_disconnect=disconnect_waiter(receive.receive)
+        items(), StreamSettings(heartbeat=None), wait_disconnect=DisconnectWaiter(receive.receive)
     )
     assert outcome.ending is Ending.DONE
     assert during == [{"run_stream", "Receive.receive"}]
@@ -249,7 +249,7 @@ async def test_another_message_from_receive_is_not_a_disconnect_and_is_waited_pa
         {"type": "http.disconnect"},
     )
     outcome = await stream(
-        stalls(), StreamSettings(heartbeat=None), wait_disconnect=disconnect_waiter(receive.receive)
+        stalls(), StreamSettings(heartbeat=None), wait_disconnect=DisconnectWaiter(receive.receive)
     )
     assert outcome.ending is Ending.CLIENT_DISCONNECTED
     assert receive.calls == 2 and not receive.messages

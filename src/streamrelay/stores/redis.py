@@ -347,11 +347,7 @@ class _Pipelined:
     async def _execute(self, calls: list[list[Any]]) -> list[Any]:
         import redis.exceptions
 
-        sha = self._script.sha
-        pipe = self._client.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(sha, *call)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        replies = await self._pipeline(calls)
         missing = [
             i
             for i, reply in enumerate(replies)
@@ -359,11 +355,17 @@ class _Pipelined:
         ]
         if missing:  # a restarted or flushed server: load the script, send those again
             await self._client.script_load(self._script.script)
-            pipe = self._client.pipeline(transaction=False)
-            for i in missing:
-                pipe.evalsha(sha, *calls[i])
-            for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+            again = await self._pipeline([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
+        return replies
+
+    async def _pipeline(self, calls: list[list[Any]]) -> list[Any]:
+        """One pipeline of ``EVALSHA`` calls; errors come back as replies."""
+        pipe = self._client.pipeline(transaction=False)
+        for call in calls:
+            pipe.evalsha(self._script.sha, *call)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
 
 

@@ -291,12 +291,7 @@ class Connection(asyncio.Protocol):
         chunks = self.chunks
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            chunks.clear()
-            self._buffered = 0
-            if self._paused:
-                self._paused = False
-                assert self.transport is not None
-                self.transport.resume_reading()
+            self._discard_unread()
             return data
         if self.error is not None:
             raise self.error
