@@ -9,7 +9,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 # fetch-event-source), exactly as js/package-lock.json pins them.
 NODE_STAMP := js/node_modules/.installed
 
-.PHONY: demo test test-fast test-real lint bench bench-quick setup system-deps node-deps clean
+.PHONY: demo test test-fast test-real test-compiled test-compiled-tier compiled lint bench bench-quick setup system-deps node-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,14 +53,45 @@ demo: $(DEMO_STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
-## Run the whole test suite (unit, real-server, real-component and JS tests).
+## Run the whole test suite (unit, real-server, real-component and JS tests), and its
+## compiled tier against the mypyc build.
 test: setup system-deps node-deps
 	$(BIN)/python -m pytest
+	@$(MAKE) -s --no-print-directory test-compiled-tier
 	@if command -v node >/dev/null; then node --test js/test/; else echo "node not found: JS client tests skipped"; fi
 
 ## The fast tier: the sans-I/O core and the engine without sockets, in seconds.
 test-fast: setup
 	$(BIN)/python -m pytest tests/unit -q
+
+# The compiled build: the sans-I/O hot path compiled by mypyc, from a copy of the tree,
+# into build/compiled/site (scripts/build-compiled.sh). Rebuilt when a source changes.
+COMPILED := build/compiled/.built
+COMPILED_RUN := STREAMRELAY_TEST_COMPILED=1 PYTHONPATH=build/compiled/site $(BIN)/python -m pytest
+# What `make test` runs against the compiled build: the sans-I/O core and the engine
+# (tests/unit: every split of every input, the hypothesis tests), and every format
+# streamed through real servers to real clients.
+COMPILED_TESTS := tests/unit tests/test_relay_formats.py tests/test_relay_streaming.py \
+	tests/test_relay_faults.py tests/test_servers.py tests/test_openai_sdk.py
+
+$(COMPILED): $(STAMP) pyproject.toml scripts/build-compiled.sh $(shell find src -name '*.py')
+	bash scripts/build-compiled.sh $(BIN)/python
+
+## Build the compiled (mypyc) package into build/compiled/site; needs a C compiler.
+compiled: $(COMPILED)
+
+## The whole suite against the compiled build.
+test-compiled: $(COMPILED) system-deps node-deps
+	$(COMPILED_RUN)
+
+# The compiled tier of `make test`. Without a C compiler it is skipped, except in CI.
+test-compiled-tier: setup
+	@status=0; bash scripts/build-compiled.sh $(BIN)/python --check || status=$$?; \
+	if [ $$status = 3 ]; then \
+		if [ "$$CI" = true ]; then echo "CI=true: the compiled build cannot be made" >&2; exit 1; fi; \
+		echo "the compiled tier is skipped"; exit 0; \
+	elif [ $$status != 0 ]; then exit $$status; fi; \
+	$(MAKE) -s --no-print-directory $(COMPILED) && $(COMPILED_RUN) -q $(COMPILED_TESTS)
 
 ## The real-component tier alone: nginx, Chromium, fresh virtualenvs.
 test-real: setup system-deps node-deps
@@ -72,10 +103,13 @@ lint: setup
 	$(BIN)/mypy
 
 ## Benchmarks against peers and the raw-socket floor; see docs/performance.md.
+# Both first make the compiled build for its row, where a C compiler is.
 bench: $(BENCH_STAMP)
+	@$(MAKE) -s --no-print-directory compiled || echo "no compiled build: its row is skipped"
 	$(BIN)/python -m bench
 
 bench-quick: $(BENCH_STAMP)
+	@$(MAKE) -s --no-print-directory compiled || echo "no compiled build: its row is skipped"
 	$(BIN)/python -m bench --quick
 
 clean:

@@ -109,6 +109,19 @@ class Proc:
         times = self.ps.cpu_times()
         return float(times.user + times.system)
 
+    def cpu_split(self) -> tuple[float, float]:
+        """User and system CPU time the process has used so far, apart."""
+        times = self.ps.cpu_times()
+        return float(times.user), float(times.system)
+
+    def syscalls(self) -> tuple[int, int]:
+        """Read and write system calls the process has made so far (Linux), or zeros."""
+        try:
+            counters = self.ps.io_counters()
+        except (AttributeError, psutil.Error):
+            return 0, 0
+        return int(counters.read_count), int(counters.write_count)
+
     def rss_bytes(self) -> int:
         """Resident set size now."""
         return int(self.ps.memory_info().rss)

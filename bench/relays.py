@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,9 @@ __all__ = ["REDIS_ENV", "RELAYS", "Relay", "build_app", "find"]
 REDIS_ENV = "STREAMRELAY_BENCH_REDIS"
 """The Redis URL of the Redis store's row (``python -m bench`` starts a redis-server
 and sets it when ``redis-server`` is installed)."""
+
+COMPILED_SITE = Path(__file__).resolve().parent.parent / "build" / "compiled" / "site"
+"""Where ``make compiled`` puts the compiled (mypyc) build of streamrelay."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -54,6 +58,7 @@ class Relay:
     requires: tuple[str, ...] = ()
     env: tuple[str, ...] = ()  # environment variables it needs
     baseline: str | None = None  # the same relay without this one's option
+    compiled: bool = False  # runs on the compiled build (make compiled)
 
     @property
     def target(self) -> str:
@@ -70,6 +75,8 @@ class Relay:
         for name in self.env:
             if not os.environ.get(name):
                 return f"{name} is not set (redis-server not found?)"
+        if self.compiled and not any((COMPILED_SITE / "streamrelay").glob("transcoder.*.so")):
+            return f"no compiled build in {COMPILED_SITE} (make compiled)"
         if self.group == "ours":
             import streamrelay
 
@@ -109,6 +116,20 @@ def streamrelay_app(upstream: str, transport: Any = "auto") -> ASGIApp:
         stream=StreamSettings(heartbeat=None),
     )
     return Starlette(routes=[Mount("/v1", app=relay)])
+
+
+def streamrelay_compiled_app(upstream: str) -> ASGIApp:
+    """:func:`streamrelay_app` on the compiled build (``make compiled``): what mypyc saves."""
+    import sys
+
+    if "streamrelay" in sys.modules:
+        raise RuntimeError("streamrelay was imported before the compiled build was put first")
+    sys.path.insert(0, str(COMPILED_SITE))
+    import streamrelay.transcoder
+
+    if not (streamrelay.transcoder.__file__ or "").endswith(".so"):
+        raise RuntimeError(f"not the compiled build: {streamrelay.transcoder.__file__}")
+    return streamrelay_app(upstream)
 
 
 def streamrelay_bare_app(upstream: str) -> ASGIApp:
@@ -535,6 +556,15 @@ RELAYS: tuple[Relay, ...] = (
         "?format=ndjson",
         ("streamrelay.dispatch",),
         baseline=_NDJSON,
+    ),
+    Relay(
+        "streamrelay-ndjson-compiled",
+        "streamrelay ndjson, compiled build (mypyc)",
+        "extra",
+        "bench.relays:streamrelay_compiled_app",
+        "?format=ndjson",
+        baseline=_NDJSON,
+        compiled=True,
     ),
     Relay(
         "core-on-floor",

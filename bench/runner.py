@@ -216,10 +216,16 @@ class Bench:
         }
         helpers = (self.client, self.upstream)
         before = self._cpu_snapshot(server, helpers)
+        split_before, calls_before = server.cpu_split(), server.syscalls()
         reply = self.client.call(command, timeout=timeout + 30)
+        split_after, calls_after = server.cpu_split(), server.syscalls()
         after = self._cpu_snapshot(server, helpers)
         cpu = after["relay"] - before["relay"]
         reply["cpu_s"] = round(cpu, 4)
+        # The kernel's share: on loopback the receiver's TCP work runs in the sender's send().
+        reply["cpu_system_s"] = round(split_after[1] - split_before[1], 4)
+        reply["read_calls"] = calls_after[0] - calls_before[0]
+        reply["write_calls"] = calls_after[1] - calls_before[1]
         reply["cpu_us_per_token"] = round(cpu * 1e6 / max(reply["tokens"], 1), 2)
         reply["foreign_load"] = self._foreign_load(before, after, reply["wall_s"])
         settle()

@@ -9,6 +9,7 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)  # the JS client libraries the tests drive
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # self-signed certificates for TLS tests
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)  # RedisStore's tests (tests/redis_server.py)
+command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || need+=(gcc)  # the compiled build (mypyc)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing: ${need[*]}"

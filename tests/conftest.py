@@ -9,7 +9,27 @@ from collections.abc import Generator, Iterator
 import httpx
 import pytest
 
+import compiled
+import streamrelay.transcoder
 from streamrelay.testing import ServerThread, Simulator
+
+# The build under test --------------------------------------------------------------------
+
+if compiled.expected() and not compiled.is_compiled(streamrelay.transcoder):
+    raise pytest.UsageError(
+        "STREAMRELAY_TEST_COMPILED=1 but streamrelay.transcoder is the pure module "
+        f"({streamrelay.transcoder.__file__}): put build/compiled/site first on PYTHONPATH "
+        "(make test-compiled)"
+    )
+
+
+def pytest_report_header() -> str:
+    """Say which build the run tests."""
+    kind = "compiled (mypyc)" if compiled.is_compiled(streamrelay.transcoder) else "pure Python"
+    return (
+        f"streamrelay build: {kind}, from {os.path.dirname(streamrelay.transcoder.__file__ or '')}"
+    )
+
 
 # CI: a skipped @pytest.mark.real test is a failure ---------------------------------------
 

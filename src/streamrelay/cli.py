@@ -50,7 +50,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._version import __version__
+from ._version import __version__, build
 from .app import StreamRelay
 from .config import StreamSettings
 from .errors import ConfigurationError
@@ -161,7 +161,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         epilog=_MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"streamrelay {__version__}")
+    version = f"streamrelay {__version__} ({'compiled with mypyc' if build() == 'compiled' else 'pure Python'})"
+    parser.add_argument("--version", action="version", version=version)
     sub = parser.add_subparsers(dest="command", metavar="{demo,serve,simulate}")
 
     def common(p: argparse.ArgumentParser, port: int) -> None:

@@ -9,6 +9,7 @@ import pkgutil
 import pytest
 
 import streamrelay
+from compiled import source_module
 
 MODULES = sorted(
     info.name
@@ -19,7 +20,7 @@ MODULES = sorted(
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name: str) -> None:
-    module = importlib.import_module(name)
+    module = source_module(importlib.import_module(name))
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
 
@@ -27,7 +28,7 @@ def test_docstring_examples_run(name: str) -> None:
 def test_the_examples_are_found() -> None:
     """Guards the test above against finding nothing (a refactor that hides modules)."""
     attempted = sum(
-        doctest.testmod(importlib.import_module(name), report=False).attempted
+        doctest.testmod(source_module(importlib.import_module(name)), report=False).attempted
         for name in ("streamrelay.timing", "streamrelay.sse", "streamrelay.negotiation")
     )
     assert attempted >= 10

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compiled import source_module
 from splits import bytewise, every_split, random_splits, split_at
 from streamrelay.errors import (
     LocalProtocolError,
@@ -1462,7 +1463,7 @@ def test_request_head_accepts_every_token_character() -> None:
 
 
 def test_doctests() -> None:
-    result = doctest.testmod(_http1)
+    result = doctest.testmod(source_module(_http1))
     assert result.attempted > 0
     assert result.failed == 0
 

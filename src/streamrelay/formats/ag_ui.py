@@ -76,6 +76,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from .. import _json
 from ..events import (
     Delta,
@@ -112,6 +114,7 @@ class _Call:
         self.state = 0  # 0: held back, 1: started, 2: ended
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class AGUIEncoder(Encoder):
     """AG-UI events, one ``data:`` line each; comment lines as preamble and heartbeat.
 

@@ -91,6 +91,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from .. import _json
 from ..events import (
     Delta,
@@ -136,6 +138,7 @@ class _ToolCall:
         self.started = False  # tool-input-start sent
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class AISDKEncoder(Encoder):
     """The AI SDK UI message stream (protocol ``v1``), for ``useChat`` and ``readUIMessageStream``.
 

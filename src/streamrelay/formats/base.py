@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from ..events import Event
 
 __all__ = ["Encoder", "Headers"]
@@ -29,6 +31,9 @@ Headers = tuple[tuple[bytes, bytes], ...]
 """Response headers as ASGI wants them: ``(lowercase name, value)`` byte pairs."""
 
 
+# The compiled build (docs/performance.md) compiles this module and the formats with
+# mypyc; this lets a user's own format subclass them there as it does here.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Encoder:
     """Base class of the format encoders: normalized events in, bytes out.
 

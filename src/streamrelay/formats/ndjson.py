@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mypy_extensions import mypyc_attr
+
 from .. import _json
 from ..events import Delta, Event
 from .base import Encoder, _escape_separators
@@ -16,6 +18,7 @@ from .base import Encoder, _escape_separators
 __all__ = ["NDJSONEncoder"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class NDJSONEncoder(Encoder):
     """One normalized event per line; heartbeat ``{"type":"ping"}``.
 

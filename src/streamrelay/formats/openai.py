@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from .. import _json
 from ..events import (
     Delta,
@@ -36,6 +38,7 @@ from .base import Encoder, _escape_separators
 __all__ = ["OpenAIEncoder"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class OpenAIEncoder(Encoder):
     """The upstream's own chunks, unchanged, as ``data: <json>`` lines ending ``data: [DONE]``.
 

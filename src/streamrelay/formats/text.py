@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from mypy_extensions import mypyc_attr
+
 from ..events import Delta, Event
 from .base import Encoder
 
 __all__ = ["TextEncoder"]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class TextEncoder(Encoder):
     """Only the content text of choice 0. Heartbeats are impossible in-band.
 
