@@ -33,8 +33,8 @@ so it costs the full path plus nothing.
 >>> t.read(chunk(" the")) is None                      # nothing learned yet
 True
 >>> t.learn(chunk(" the"), json.loads(chunk(" the")), 0, " the")
->>> t.read(chunk(" quick")), t.index
-(' quick', 0)
+>>> t.read(chunk(" quick")), t.index, t.quoted
+(' quick', 0, b'" quick"')
 >>> t.read(chunk('say "hi"')) is None                  # escapes: the full path reads it
 True
 """
@@ -58,13 +58,15 @@ _MAX_LEARNED = 4
 class TokenTemplate:
     """One stream's token chunk shape (see the module)."""
 
-    __slots__ = ("_learned", "index", "prefix", "suffix")
+    __slots__ = ("_learned", "index", "prefix", "quoted", "suffix")
 
     def __init__(self) -> None:
         self.prefix: bytes | None = None
         self.suffix = b""
         self.index = 0
         """The choice index of the chunks read."""
+        self.quoted = b""
+        """The token as the last chunk read wrote it: a JSON string, quotes included."""
         self._learned = 0
 
     def read(self, payload: bytes) -> str | None:
@@ -81,9 +83,11 @@ class TokenTemplate:
         if _PLAIN.fullmatch(middle) is None:
             return None
         try:
-            return middle[1:-1].decode("utf-8")
+            text = middle[1:-1].decode("utf-8")
         except UnicodeDecodeError:
             return None
+        self.quoted = middle
+        return text
 
     def learn(self, payload: bytes, chunk: Mapping[str, Any], index: int, text: str) -> None:
         """``payload`` parsed to ``chunk``, which the decoder read as the token ``text``

@@ -158,6 +158,12 @@ class Transcoder:
             token = template.read(payload)
             if token is not None:  # the stream's usual token chunk: no parse
                 # (valid UTF-8: the learned prefix and suffix were, and so is the token)
+                if self.records is None and not self.encoder.wants_raw:
+                    # Nothing keeps or passes on the chunk: the format writes the token
+                    # from the upstream's own quoted bytes (what _encode would do).
+                    self.events_out += 1
+                    self.tokens = True
+                    return self.encoder.encode_token(template.index, token, template.quoted)
                 return self._encode([Delta(template.index, token)], payload.decode())
         try:
             text = payload.decode("utf-8")

@@ -14,11 +14,24 @@ from unittest import mock
 
 import pytest
 from httpx._decoders import LineDecoder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamrelay import _json
 from streamrelay import formats as formats_package
 from streamrelay.errors import ConfigurationError, UnsupportedFormat
-from streamrelay.events import Delta, Done, Error, Event, Finish, Refusal, Start, ToolCall, Usage
+from streamrelay.events import (
+    Delta,
+    Done,
+    Error,
+    Event,
+    Finish,
+    Reasoning,
+    Refusal,
+    Start,
+    ToolCall,
+    Usage,
+)
 from streamrelay.formats import (
     ACCEPT_TYPES,
     FORMATS,
@@ -654,3 +667,62 @@ def test_both_json_backends_reject_the_same_documents(doc: str) -> None:
     for backend in (_json, _stdlib_json()):
         with pytest.raises(ValueError):
             backend.loads(doc)
+
+
+# --- encode_token: the usual token, written from the upstream's quoted bytes -------------------
+
+_PLAIN_TEXT = st.text(
+    alphabet=st.characters(
+        blacklist_characters='"\\', blacklist_categories=("Cs",), min_codepoint=0x20
+    ),
+    min_size=1,
+    max_size=8,
+) | st.sampled_from([" the", "é", "🙂", "\u2028", "\x85", "\x7f", "a\u2029b"])
+_BEFORE = st.lists(
+    st.sampled_from(
+        [
+            Start("c1", "m"),
+            Delta(0, "x"),
+            Delta(1, "y"),
+            Reasoning(0, "r"),
+            Refusal(0, "no"),
+            ToolCall(0, 0, "{}", "call_1", "f"),
+            Usage(1, 2, 3),
+        ]
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fmt=st.sampled_from(sorted(FORMATS)),
+    before=_BEFORE,
+    index=st.sampled_from([0, 0, 1]),
+    text=_PLAIN_TEXT,
+    numbered=st.booleans(),
+)
+def test_encode_token_writes_what_encode_writes_and_leaves_the_same_state(
+    fmt: str, before: list[Event], index: int, text: str, numbered: bool
+) -> None:
+    quoted = b'"' + text.encode() + b'"'
+    assert json.loads(quoted) == text  # what the token template hands over: plain JSON
+    fast, full = encoder_for(fmt, now=5.0), encoder_for(fmt, now=5.0)
+    if numbered:
+        fast.number_from(3)
+        full.number_from(3)
+    assert fast.encode(before, None) == full.encode(before, None)
+    assert fast.encode_token(index, text, quoted) == full.encode([Delta(index, text)], None)
+    after: list[Event] = [Delta(0, "z"), Finish(0, "stop"), Done()]
+    assert fast.encode(after, None) == full.encode(after, None)  # the same state after it
+
+
+def test_a_format_without_its_own_encode_token_gets_encode() -> None:
+    class Upper(Encoder):
+        name = "upper-token"
+        media_type = "text/plain"
+
+        def encode(self, events: Sequence[Event], raw: str | None) -> bytes:
+            return b"".join(e.to_dict()["type"].upper().encode() for e in events)
+
+    assert Upper(now=0.0).encode_token(0, "hi", b'"hi"') == b"DELTA"

@@ -45,9 +45,12 @@ def write(obj: Any, style: int) -> bytes:
 
 
 texts = st.one_of(
-    st.sampled_from([" the", " fox", "x", "y", "", '"', "\\", "a\nb", "é", "🙂", "\x7f", "m"]),
+    st.sampled_from(
+        [" the", " fox", "x", "y", "", '"', "\\", "a\nb", "é", "🙂", "\x7f", "m", "\u2028", "\x85"]
+    ),
     st.text(max_size=6),
 )
+plain_texts = st.sampled_from([" the", " fox", " quick", "é", "🙂", "\u2028", " a\x85"])
 token_chunks = st.builds(
     chunk,
     texts,
@@ -108,12 +111,24 @@ other_chunks = st.sampled_from(
                 }
             ],
         },
+        {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"reasoning_content": "r"}}]},
         {"error": {"message": "overloaded", "code": "overloaded"}},
     ]
 )
-streams = st.lists(
-    st.tuples(st.one_of(token_chunks, token_chunks, other_chunks), st.integers(0, 2)),
-    max_size=14,
+streams = st.one_of(
+    st.lists(
+        st.tuples(st.one_of(token_chunks, token_chunks, other_chunks), st.integers(0, 2)),
+        max_size=14,
+    ),
+    # a steady stream, as real upstreams write them: mostly read by the learned shape
+    st.lists(
+        st.tuples(
+            st.one_of(st.builds(chunk, plain_texts), st.builds(chunk, plain_texts), other_chunks),
+            st.just(0),
+        ),
+        min_size=3,
+        max_size=10,
+    ),
 )
 
 

@@ -285,6 +285,15 @@ class AISDKEncoder(Encoder):
 
     # --- text and reasoning ------------------------------------------------------------
 
+    def encode_token(self, index: int, text: str, quoted: bytes) -> bytes:
+        """A ``text-delta`` part, the text written as the upstream quoted it (see the base class)."""
+        if self._ended or index != 0 or not text:
+            return b""
+        if self._open_kind != b"text":
+            return self.encode([Delta(index, text)], None)  # a text part opens first
+        body = b'data: {"type":"text-delta","id":"%s","delta":%s}\n\n' % (self._open_id, quoted)
+        return body if body.isascii() else _escape_separators(body)
+
     def _text(self, out: list[bytes], kind: bytes, text: str) -> None:
         """A piece of text or reasoning, in the open part of its kind or a new one."""
         if self._open_kind != kind:

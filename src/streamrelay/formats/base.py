@@ -23,7 +23,7 @@ from typing import ClassVar
 
 from mypy_extensions import mypyc_attr
 
-from ..events import Event
+from ..events import Delta, Event
 
 __all__ = ["Encoder", "Headers"]
 
@@ -82,6 +82,27 @@ class Encoder:
     def encode(self, events: Sequence[Event], raw: str | None) -> bytes:
         """The bytes for the events of one upstream chunk (``b""`` when there are none)."""
         raise NotImplementedError
+
+    def encode_token(self, index: int, text: str, quoted: bytes) -> bytes:
+        """The bytes of one content token: exactly what ``encode([Delta(index, text)], None)``
+        returns, which is what this default does.
+
+        ``quoted`` is ``text`` as a JSON string, quotes included and nothing escaped in
+        it (no ``"``, ``\\`` or control character), straight from the upstream's bytes:
+        a format that writes the text as JSON can write ``quoted`` without encoding the
+        text again. The transcoder calls this for a stream's usual token chunk
+        (:mod:`streamrelay.token_template`) when no store records the stream and the
+        format does not want the raw chunk; everything else goes through :meth:`encode`.
+        An override must give the same bytes and leave the same state as :meth:`encode`
+        would (``unit/test_formats.py`` checks the built-in ones).
+
+        >>> class Upper(Encoder):
+        ...     def encode(self, events, raw):
+        ...         return b"".join(e.text.upper().encode() for e in events)
+        >>> Upper(now=0.0).encode_token(0, "hi", b'"hi"')
+        b'HI'
+        """
+        return self.encode([Delta(index, text)], None)
 
     def number_from(self, seq: int) -> None:
         """Number the events from ``seq`` on: a resumable stream's events carry their

@@ -61,6 +61,13 @@ class NDJSONEncoder(Encoder):
         body = b"".join(out)
         return body if body.isascii() else _escape_separators(body)
 
+    def encode_token(self, index: int, text: str, quoted: bytes) -> bytes:
+        """One delta line, the text written as the upstream quoted it (see the base class)."""
+        if self.next_seq is not None:
+            return self._numbered([Delta(index, text)])
+        line = b'{"type":"delta","index":%d,"text":%s}\n' % (index, quoted)
+        return line if line.isascii() else _escape_separators(line)
+
     def _numbered(self, events: Sequence[Event]) -> bytes:
         out = []
         seq = self.next_seq

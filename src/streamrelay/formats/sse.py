@@ -65,3 +65,13 @@ class SSEEncoder(Encoder):
             self.next_id += 1
         body = b"".join(out)
         return body if body.isascii() else _escape_separators(body)
+
+    def encode_token(self, index: int, text: str, quoted: bytes) -> bytes:
+        """One ``delta`` event, the text written as the upstream quoted it (see the base class)."""
+        body = b'id: %d\nevent: delta\ndata: {"type":"delta","index":%d,"text":%s}\n\n' % (
+            self.next_id,
+            index,
+            quoted,
+        )
+        self.next_id += 1
+        return body if body.isascii() else _escape_separators(body)

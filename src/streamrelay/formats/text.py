@@ -40,3 +40,7 @@ class TextEncoder(Encoder):
         return "".join(e.text for e in events if type(e) is Delta and e.index == 0).encode(
             "utf-8", "replace"
         )
+
+    def encode_token(self, index: int, text: str, quoted: bytes) -> bytes:
+        """Choice 0's token text (see the base class)."""
+        return text.encode("utf-8", "replace") if index == 0 else b""
