@@ -161,8 +161,10 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         epilog=_MAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    version = f"streamrelay {__version__} ({'compiled with mypyc' if build() == 'compiled' else 'pure Python'})"
-    parser.add_argument("--version", action="version", version=version)
+    kind = "compiled with mypyc" if build() == "compiled" else "pure Python"
+    parser.add_argument(
+        "--version", action="version", version=f"streamrelay {__version__} ({kind})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="{demo,serve,simulate}")
 
     def common(p: argparse.ArgumentParser, port: int) -> None:
