@@ -3,7 +3,7 @@
 Examples::
 
     python -m bench                      # full run, writes results/latest.json and docs
-    python -m bench --quick              # under two minutes, writes results/quick.json
+    python -m bench --quick              # about four minutes, writes results/quick.json
     python -m bench --relays floor,httpx --phases paced
     python -m bench --profile streamrelay-ndjson
 """
@@ -35,7 +35,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The command line; every option has a default that reproduces the published run."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (under two minutes)")
+    parser.add_argument("--quick", action="store_true", help="a short run (about four minutes)")
     parser.add_argument(
         "--relays",
         help="comma-separated relay names (default: all); known: "

@@ -9,7 +9,7 @@ the integration tests.)
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 import anyio
@@ -83,10 +83,17 @@ class Client:
 
 
 class Upstream:
-    """A source whose items the test scripts, recording how it was closed."""
+    """A source whose items the test scripts, recording how it was closed.
+
+    A float is that many seconds of upstream silence; a callable is silence until it
+    returns true (so a test waits for what it checks, not for a time a paused process
+    may overrun).
+    """
 
     def __init__(
-        self, *items: bytes | float, headers: tuple[tuple[bytes, bytes], ...] = ()
+        self,
+        *items: bytes | float | Callable[[], bool],
+        headers: tuple[tuple[bytes, bytes], ...] = (),
     ) -> None:
         self.items = items
         self.closed: list[bool] = []
@@ -96,6 +103,9 @@ class Upstream:
         for item in self.items:
             if isinstance(item, float):
                 await anyio.sleep(item)  # upstream silence
+            elif callable(item):
+                while not item():  # noqa: ASYNC110 - a plain predicate, polled
+                    await anyio.sleep(0.005)
             else:
                 yield item
 
@@ -104,6 +114,11 @@ class Upstream:
             self.closed.append(complete)
 
         return Source(self._items(), "sse", close, headers=self.headers)
+
+
+def pinged(client: Client, times: int) -> Callable[[], bool]:
+    """Whether ``client`` has been sent ``times`` ndjson heartbeats yet."""
+    return lambda: client.body.count(b'{"type":"ping"}\n') >= times
 
 
 async def never() -> None:
@@ -212,9 +227,10 @@ async def test_upstream_silence_past_the_idle_timeout_ends_with_an_error() -> No
 
 
 async def test_heartbeats_fill_upstream_silence() -> None:
-    upstream = Upstream(chunk("a"), 0.35, FINISH, DONE)
+    client = Client()
+    upstream = Upstream(chunk("a"), pinged(client, 2), FINISH, DONE)
     settings = StreamSettings(heartbeat=0.1)
-    outcome, client, _ = await relay(upstream.open, settings=settings)
+    outcome, client, _ = await relay(upstream.open, settings=settings, client=client)
     assert outcome.ending is Ending.DONE
     assert client.body.count(b'{"type":"ping"}\n') >= 2
 

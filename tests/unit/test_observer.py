@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from test_engine import DONE, FINISH, QUIET, USAGE, Client, Upstream, chunk, never
+from test_engine import DONE, FINISH, QUIET, USAGE, Client, Upstream, chunk, never, pinged
 
 from streamrelay.config import StreamSettings
 from streamrelay.errors import ConfigurationError, UpstreamStatusError, UpstreamUnavailable
@@ -183,8 +183,11 @@ async def test_a_client_that_leaves_after_the_upstream_ended_cancels_nothing() -
 
 
 async def test_heartbeats_reach_the_watch_with_their_gap() -> None:
-    upstream = Upstream(chunk("a"), 0.35, FINISH, DONE)
-    outcome, recorder = await observed(upstream.open, settings=StreamSettings(heartbeat=0.1))
+    client = Client()
+    upstream = Upstream(chunk("a"), pinged(client, 2), FINISH, DONE)
+    outcome, recorder = await observed(
+        upstream.open, client=client, settings=StreamSettings(heartbeat=0.1)
+    )
     gaps = [value for name, value in recorder.calls if name == "heartbeat"]
     assert outcome is not None and outcome.heartbeats == len(gaps) >= 2
     assert all(gap >= 0.09 for gap in gaps)

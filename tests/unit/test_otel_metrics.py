@@ -6,7 +6,7 @@ in-memory reader and exporter on providers of the test's own (never the global o
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,9 +168,10 @@ class Client:
 
 
 class Upstream:
-    """A scripted SSE source (a float is that much silence); notes when it was opened."""
+    """A scripted SSE source (a float is that much silence, a callable silence until it
+    returns true); notes when it was opened."""
 
-    def __init__(self, *items: bytes | float) -> None:
+    def __init__(self, *items: bytes | float | Callable[[], bool]) -> None:
         self.items = items
         self.opened_at: int | None = None
 
@@ -178,6 +179,9 @@ class Upstream:
         for item in self.items:
             if isinstance(item, float):
                 await anyio.sleep(item)
+            elif callable(item):
+                while not item():  # noqa: ASYNC110 - a plain predicate, polled
+                    await anyio.sleep(0.005)
             else:
                 yield item
 
@@ -206,10 +210,11 @@ async def stream(
     *,
     settings: StreamSettings = QUIET,
     wait_disconnect: Any = never,
+    client: Client | None = None,
 ) -> Outcome:
     with anyio.fail_after(10):
         outcome = await run_stream(
-            Client().send,
+            (client or Client()).send,
             open_source=opener,
             wait_disconnect=wait_disconnect,
             format=start.format,
@@ -356,9 +361,12 @@ async def test_a_client_that_leaves_is_a_cancelled_span(otel: Telemetry) -> None
 
 @pytest.mark.anyio
 async def test_heartbeats_are_span_events_with_their_gap(otel: Telemetry) -> None:
-    upstream = Upstream(chunk("a"), 0.35, FINISH, DONE)
+    client = Client()
+    # (sse: a heartbeat is the comment line ": ping")
+    pinged = lambda: sum(m.get("body") == b": ping\n" for m in client.messages) >= 2  # noqa: E731
+    upstream = Upstream(chunk("a"), pinged, FINISH, DONE)
     outcome = await stream(
-        otel, upstream.open, chat_start(), settings=StreamSettings(heartbeat=0.1)
+        otel, upstream.open, chat_start(), settings=StreamSettings(heartbeat=0.1), client=client
     )
     assert outcome.ending is Ending.DONE and outcome.heartbeats >= 2
     span = otel.span()
