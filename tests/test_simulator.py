@@ -343,6 +343,8 @@ def test_records_requests_as_received(sim: Simulator, base_url: str, client: htt
     assert record.headers["x-extra"] == "1"
     assert record.json() == body
     assert record.status == 200
+    # The client can read the last byte before the server's task has recorded the end.
+    assert sim.stats.wait(finished=1)
     assert record.outcome == "finished"
     assert record.faults == ()
     assert sim.stats.snapshot() == {
