@@ -106,8 +106,7 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time the process has used so far."""
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
+        return sum(self.cpu_split())
 
     def cpu_split(self) -> tuple[float, float]:
         """User and system CPU time the process has used so far, apart."""

@@ -216,23 +216,30 @@ class Bench:
         }
         helpers = (self.client, self.upstream)
         before = self._cpu_snapshot(server, helpers)
-        split_before, calls_before = server.cpu_split(), server.syscalls()
         reply = self.client.call(command, timeout=timeout + 30)
-        split_after, calls_after = server.cpu_split(), server.syscalls()
         after = self._cpu_snapshot(server, helpers)
         cpu = after["relay"] - before["relay"]
         reply["cpu_s"] = round(cpu, 4)
-        # The kernel's share: on loopback the receiver's TCP work runs in the sender's send().
-        reply["cpu_system_s"] = round(split_after[1] - split_before[1], 4)
-        reply["read_calls"] = calls_after[0] - calls_before[0]
-        reply["write_calls"] = calls_after[1] - calls_before[1]
+        # The kernel's share, and the system calls behind it (what tells a relay's own
+        # Python apart from the socket work every relay does).
+        reply["cpu_system_s"] = round(after["relay_system"] - before["relay_system"], 4)
+        reply["read_calls"] = int(after["relay_reads"] - before["relay_reads"])
+        reply["write_calls"] = int(after["relay_writes"] - before["relay_writes"])
         reply["cpu_us_per_token"] = round(cpu * 1e6 / max(reply["tokens"], 1), 2)
         reply["foreign_load"] = self._foreign_load(before, after, reply["wall_s"])
         settle()
         return reply
 
     def _cpu_snapshot(self, server: ServerProcess, helpers: tuple[Proc, ...]) -> dict[str, float]:
-        snapshot = {"relay": server.cpu_seconds(), "helpers": sum(p.cpu_seconds() for p in helpers)}
+        user, system = server.cpu_split()
+        reads, writes = server.syscalls()
+        snapshot = {
+            "relay": user + system,
+            "relay_system": system,
+            "relay_reads": float(reads),
+            "relay_writes": float(writes),
+            "helpers": sum(p.cpu_seconds() for p in helpers),
+        }
         if self.relay_core is not None and self.helper_core is not None:
             snapshot["relay_core"] = core_busy_seconds(self.relay_core)
             snapshot["helper_core"] = core_busy_seconds(self.helper_core)

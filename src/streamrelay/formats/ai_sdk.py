@@ -176,10 +176,10 @@ class AISDKEncoder(Encoder):
         for event in events:
             if type(event) is Delta or type(event) is Refusal:
                 if event.index == 0 and event.text:
-                    self._text(out, b"text", event.text)
+                    self._text(out, b"text", _json.dumps(event.text))
             elif type(event) is Reasoning:
                 if event.index == 0 and event.text:
-                    self._text(out, b"reasoning", event.text)
+                    self._text(out, b"reasoning", _json.dumps(event.text))
             elif type(event) is ToolCall:
                 self._tool_call(out, event)
             elif type(event) is Start:
@@ -289,13 +289,14 @@ class AISDKEncoder(Encoder):
         """A ``text-delta`` part, the text written as the upstream quoted it (see the base class)."""
         if self._ended or index != 0 or not text:
             return b""
-        if self._open_kind != b"text":
-            return self.encode([Delta(index, text)], None)  # a text part opens first
-        body = b'data: {"type":"text-delta","id":"%s","delta":%s}\n\n' % (self._open_id, quoted)
+        out: list[bytes] = []
+        self._text(out, b"text", quoted)
+        body = b"".join(out)
         return body if body.isascii() else _escape_separators(body)
 
-    def _text(self, out: list[bytes], kind: bytes, text: str) -> None:
-        """A piece of text or reasoning, in the open part of its kind or a new one."""
+    def _text(self, out: list[bytes], kind: bytes, quoted: bytes) -> None:
+        """A piece of text or reasoning (``quoted``: written as a JSON string), in the
+        open part of its kind or a new one."""
         if self._open_kind != kind:
             self._start(out, None)
             self._close_text(out)
@@ -304,8 +305,7 @@ class AISDKEncoder(Encoder):
             self._open_id = b"%s-%d" % (kind, self._parts)
             out.append(b'data: {"type":"%s-start","id":"%s"}\n\n' % (kind, self._open_id))
         out.append(
-            b'data: {"type":"%s-delta","id":"%s","delta":%s}\n\n'
-            % (kind, self._open_id, _json.dumps(text))
+            b'data: {"type":"%s-delta","id":"%s","delta":%s}\n\n' % (kind, self._open_id, quoted)
         )
 
     def _close_text(self, out: list[bytes]) -> None:

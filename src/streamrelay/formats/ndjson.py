@@ -17,6 +17,9 @@ from .base import Encoder, _escape_separators
 
 __all__ = ["NDJSONEncoder"]
 
+_DELTA = b'{"type":"delta","index":%d,"text":%s}\n'
+"""A delta's line, its text as a JSON string: the usual token's, written without a dict."""
+
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class NDJSONEncoder(Encoder):
@@ -52,10 +55,7 @@ class NDJSONEncoder(Encoder):
         out = []
         for event in events:
             if type(event) is Delta:
-                out.append(
-                    b'{"type":"delta","index":%d,"text":%s}\n'
-                    % (event.index, _json.dumps(event.text))
-                )
+                out.append(_DELTA % (event.index, _json.dumps(event.text)))
             else:
                 out.append(_json.dumps(event.to_dict()) + b"\n")
         body = b"".join(out)
@@ -65,7 +65,7 @@ class NDJSONEncoder(Encoder):
         """One delta line, the text written as the upstream quoted it (see the base class)."""
         if self.next_seq is not None:
             return self._numbered([Delta(index, text)])
-        line = b'{"type":"delta","index":%d,"text":%s}\n' % (index, quoted)
+        line = _DELTA % (index, quoted)
         return line if line.isascii() else _escape_separators(line)
 
     def _numbered(self, events: Sequence[Event]) -> bytes:

@@ -17,6 +17,9 @@ from .base import Encoder, _escape_separators
 
 __all__ = ["SSEEncoder"]
 
+_DELTA = b'{"type":"delta","index":%d,"text":%s}'
+"""A delta's data, its text as a JSON string: the usual token's, written without a dict."""
+
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class SSEEncoder(Encoder):
@@ -53,10 +56,7 @@ class SSEEncoder(Encoder):
         out = []
         for event in events:
             if type(event) is Delta:
-                data = b'{"type":"delta","index":%d,"text":%s}' % (
-                    event.index,
-                    _json.dumps(event.text),
-                )
+                data = _DELTA % (event.index, _json.dumps(event.text))
             else:
                 data = _json.dumps(event.to_dict())
             out.append(
@@ -68,10 +68,6 @@ class SSEEncoder(Encoder):
 
     def encode_token(self, index: int, text: str, quoted: bytes) -> bytes:
         """One ``delta`` event, the text written as the upstream quoted it (see the base class)."""
-        body = b'id: %d\nevent: delta\ndata: {"type":"delta","index":%d,"text":%s}\n\n' % (
-            self.next_id,
-            index,
-            quoted,
-        )
+        body = b"id: %d\nevent: delta\ndata: %s\n\n" % (self.next_id, _DELTA % (index, quoted))
         self.next_id += 1
         return body if body.isascii() else _escape_separators(body)
